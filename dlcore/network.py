@@ -1,0 +1,274 @@
+"""A fully connected softmax classifier with optional Batch Normalization.
+
+Architecture, for hidden sizes ``(h1, ..., hL)``::
+
+    x ─ fc1 ─ bn1 ─ act ─ [dropout] ─ fc2 ─ bn2 ─ act ─ ... ─ fc{L+1} ─ softmax
+
+With BatchNorm on, hidden dense layers have no bias (BN's β replaces it);
+with it off, every dense layer has a bias ``fc{l}.b``. The output layer always
+has a bias and no BatchNorm.
+
+State lives in three flat dicts with namespaced keys:
+
+- ``params``  trainable: ``fc1.W`` (n_in, n_out), ``bn1.gamma``, ``bn1.beta``, ``fc3.b``
+- ``buffers`` not trained: ``bn1.running_mean``, ``bn1.running_var``
+- ``grads``   returned by :meth:`Network.loss_and_grads`, exactly the keys of ``params``
+
+The class only holds arrays and calls the pure functions of :mod:`dlcore.layers`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from dlcore import layers
+
+BN_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Everything that fixes the shapes and meaning of a network's arrays."""
+
+    n_features: int
+    hidden: tuple[int, ...]
+    n_classes: int
+    activation: str = "relu"
+    batchnorm: bool = True
+    init: str = "he"
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        if self.n_features < 1:
+            raise ValueError(f"n_features must be ≥ 1, got {self.n_features!r}")
+        if self.n_classes < 2:
+            raise ValueError(f"a classifier needs ≥ 2 classes, got {self.n_classes!r}")
+        if any(int(h) != h or h < 1 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be positive integers, got {self.hidden!r}")
+        if self.activation not in layers.ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(layers.ACTIVATIONS)}, got {self.activation!r}"
+            )
+        if self.init not in ("he", "xavier"):
+            raise ValueError(f"init must be 'he' or 'xavier', got {self.init!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return (self.n_features, *self.hidden, self.n_classes)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "hidden": list(self.hidden)}
+
+
+class Network:
+    """The classifier. ``Network(arch, seed)`` draws fresh weights.
+
+    Initialisation (``arch.init``): "he" W ~ N(0, 2/n_in) for ReLU-like units,
+    "xavier" W ~ N(0, 1/n_in) for tanh (the course's variant). γ = 1, β = 0,
+    biases 0, running mean 0 and running variance 1.
+    """
+
+    def __init__(self, arch: Architecture, seed: int = 0):
+        self.arch = arch
+        self.dtype = np.dtype(arch.dtype)
+        self.n_layers = len(arch.hidden) + 1  # dense layers, output included
+        rng = np.random.default_rng(seed)
+        gain = 2.0 if arch.init == "he" else 1.0
+        self.params: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        sizes = arch.layer_sizes
+        for l in range(1, self.n_layers + 1):
+            n_in, n_out = sizes[l - 1], sizes[l]
+            W = rng.standard_normal((n_in, n_out)) * np.sqrt(gain / n_in)
+            self.params[f"fc{l}.W"] = W.astype(self.dtype)
+            if self._has_bn(l):
+                self.params[f"bn{l}.gamma"] = np.ones(n_out, self.dtype)
+                self.params[f"bn{l}.beta"] = np.zeros(n_out, self.dtype)
+                self.buffers[f"bn{l}.running_mean"] = np.zeros(n_out, self.dtype)
+                self.buffers[f"bn{l}.running_var"] = np.ones(n_out, self.dtype)
+            else:
+                self.params[f"fc{l}.b"] = np.zeros(n_out, self.dtype)
+
+    # -- structure ---------------------------------------------------------
+
+    def _has_bn(self, l: int) -> bool:
+        return self.arch.batchnorm and l < self.n_layers
+
+    @property
+    def bn_layers(self) -> list[str]:
+        """Names of the BatchNorm layers, e.g. ["bn1", "bn2"]."""
+        return [f"bn{l}" for l in range(1, self.n_layers) if self._has_bn(l)]
+
+    @property
+    def weight_keys(self) -> list[str]:
+        """The dense weight matrices: what L2 penalises, one per layer."""
+        return [f"fc{l}.W" for l in range(1, self.n_layers + 1)]
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of every param and buffer: what a compatible checkpoint must match."""
+        return {k: v.shape for k, v in {**self.params, **self.buffers}.items()}
+
+    # -- training mode -----------------------------------------------------
+
+    def dropout_masks(self, batch_size: int, keep_prob: float, rng) -> list | None:
+        """One inverted-dropout mask per hidden layer's activations, or None if off."""
+        if keep_prob >= 1.0:
+            return None
+        return [
+            layers.dropout_mask((batch_size, h), keep_prob, rng, self.dtype)
+            for h in self.arch.hidden
+        ]
+
+    def loss_and_grads(self, X, y, l2=0.0, masks=None):
+        """Forward and backward pass in training mode on one mini-batch.
+
+        X: (m, n_features), y: (m,) int class ids, masks: from
+        :meth:`dropout_masks` or None.
+        Returns ``(cost, grads, batch_stats)``: cost J = mean cross-entropy +
+        λ/(2m)·Σ‖W‖²_F; grads has exactly the keys of ``params``; batch_stats
+        maps ``"bn1"`` to the batch ``(μ, σ²)`` of that layer's z. Buffers are
+        not touched: :meth:`update_running_stats` does that, so this function
+        is pure and can be gradient-checked.
+        """
+        p = self.params
+        m = X.shape[0]
+        forward_act, backward_act = layers.ACTIVATIONS[self.arch.activation]
+        caches = []
+        batch_stats = {}
+        a = X
+        # 1) forward through the hidden layers
+        for l in range(1, self.n_layers):
+            z, dense_cache = layers.dense_forward(a, p[f"fc{l}.W"], p.get(f"fc{l}.b"))
+            bn_cache = None
+            if self._has_bn(l):
+                z, bn_cache = layers.batchnorm_forward(z, p[f"bn{l}.gamma"], p[f"bn{l}.beta"], BN_EPS)
+                batch_stats[f"bn{l}"] = (bn_cache.mean, bn_cache.var)
+            a, act_cache = forward_act(z)
+            if masks is not None:
+                a, _ = layers.dropout_forward(a, masks[l - 1])
+            caches.append((dense_cache, bn_cache, act_cache))
+        # 2) output layer and cost
+        L = self.n_layers
+        logits, out_cache = layers.dense_forward(a, p[f"fc{L}.W"], p[f"fc{L}.b"])
+        cost, dlogits = layers.softmax_cross_entropy(logits, y)
+        cost += layers.l2_penalty((p[k] for k in self.weight_keys), l2, m)
+        # 3) backward, output layer first
+        grads = {}
+        da, grads[f"fc{L}.W"], grads[f"fc{L}.b"] = layers.dense_backward(dlogits, out_cache)
+        for l in range(L - 1, 0, -1):
+            dense_cache, bn_cache, act_cache = caches[l - 1]
+            if masks is not None:
+                da = layers.dropout_backward(da, masks[l - 1])
+            dz = backward_act(da, act_cache)
+            if bn_cache is not None:
+                dz, grads[f"bn{l}.gamma"], grads[f"bn{l}.beta"] = layers.batchnorm_backward(
+                    dz, bn_cache
+                )
+            da, grads[f"fc{l}.W"], db = layers.dense_backward(dz, dense_cache)
+            if db is not None:
+                grads[f"fc{l}.b"] = db
+        # 4) L2's gradient (λ/m)·W on every weight matrix
+        if l2:
+            for k in self.weight_keys:
+                grads[k] += layers.l2_grad(p[k], l2, m)
+        return cost, grads, batch_stats
+
+    def update_running_stats(self, batch_stats, momentum=0.9):
+        """``run = β·run + (1 − β)·batch`` for every BN layer (β = ``momentum``)."""
+        for name, (mean, var) in batch_stats.items():
+            layers.update_running_stats(
+                self.buffers[f"{name}.running_mean"],
+                self.buffers[f"{name}.running_var"],
+                mean,
+                var,
+                momentum,
+            )
+
+    # -- inference mode ----------------------------------------------------
+
+    def forward(self, X, mode="inference"):
+        """Logits (m, C) without dropout.
+
+        mode "inference" normalises with the running estimates (what a deployed
+        model does); mode "train" normalises with the statistics of X itself,
+        as during training. Neither changes any param or buffer.
+        """
+        logits, _ = self._forward_with_stats(X, mode)
+        return logits
+
+    def _forward_with_stats(self, X, mode):
+        if mode not in ("inference", "train"):
+            raise ValueError(f"mode must be 'inference' or 'train', got {mode!r}")
+        p, b = self.params, self.buffers
+        forward_act, _ = layers.ACTIVATIONS[self.arch.activation]
+        stats = {}
+        a = X
+        for l in range(1, self.n_layers):
+            z, _ = layers.dense_forward(a, p[f"fc{l}.W"], p.get(f"fc{l}.b"))
+            if self._has_bn(l):
+                gamma, beta = p[f"bn{l}.gamma"], p[f"bn{l}.beta"]
+                if mode == "train":
+                    z, cache = layers.batchnorm_forward(z, gamma, beta, BN_EPS)
+                    stats[f"bn{l}"] = (cache.mean, cache.var)
+                else:
+                    z = layers.batchnorm_inference(
+                        z, gamma, beta, b[f"bn{l}.running_mean"], b[f"bn{l}.running_var"], BN_EPS
+                    )
+            a, _ = forward_act(z)
+        L = self.n_layers
+        logits, _ = layers.dense_forward(a, p[f"fc{L}.W"], p[f"fc{L}.b"])
+        return logits, stats
+
+    def predict(self, X, mode="inference"):
+        """Class ids (m,)."""
+        return self.forward(X, mode).argmax(axis=1)
+
+    def evaluate(self, X, y, l2=0.0, mode="inference"):
+        """``(accuracy, cost)`` on a whole set; cost includes the L2 term like J."""
+        logits = self.forward(X, mode)
+        cost, _ = layers.softmax_cross_entropy(logits, y)
+        cost += layers.l2_penalty((self.params[k] for k in self.weight_keys), l2, X.shape[0])
+        accuracy = float((logits.argmax(axis=1) == y).mean())
+        return accuracy, float(cost)
+
+    def population_stats(self, X):
+        """The true μ and σ² of every BN layer's z over a whole data set.
+
+        Each layer is normalised with the statistics of the whole set (a
+        training-mode pass with the entire set as one batch) using the current
+        weights: this is what the running estimates approximate as the
+        weights settle. Returns ``{"bn1": (mean (n,), var (n,)), ...}``.
+        """
+        _, stats = self._forward_with_stats(X, "train")
+        return stats
+
+    # -- copying -----------------------------------------------------------
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Copies of params and buffers, keyed ``params/fc1.W``, ``buffers/bn1.running_mean``."""
+        out = {f"params/{k}": v.copy() for k, v in self.params.items()}
+        out.update({f"buffers/{k}": v.copy() for k, v in self.buffers.items()})
+        return out
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of :meth:`state_arrays`; checks every key, shape and dtype first."""
+        expected = {f"params/{k}": v for k, v in self.params.items()}
+        expected.update({f"buffers/{k}": v for k, v in self.buffers.items()})
+        missing = sorted(set(expected) - set(arrays))
+        extra = sorted(set(arrays) - set(expected))
+        if missing or extra:
+            raise ValueError(f"arrays do not fit this network: missing {missing}, unexpected {extra}")
+        for key, target in expected.items():
+            value = np.asarray(arrays[key])
+            if value.shape != target.shape:
+                raise ValueError(f"{key}: shape {value.shape} does not fit {target.shape}")
+            if value.dtype != target.dtype:
+                raise ValueError(f"{key}: dtype {value.dtype} does not fit {target.dtype}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{key}: holds NaN or inf")
+        for key, target in expected.items():
+            target[...] = arrays[key]

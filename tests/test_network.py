@@ -1,0 +1,129 @@
+"""The whole network: gradient check, BatchNorm modes, population statistics."""
+
+import numpy as np
+import pytest
+
+from dlcore.network import Architecture, Network
+from tests.gradcheck import numerical_gradient, relative_error
+
+
+def small_net(activation="tanh", batchnorm=True, dtype="float64", seed=1):
+    arch = Architecture(n_features=5, hidden=(6, 4), n_classes=3, activation=activation,
+                        batchnorm=batchnorm, dtype=dtype)
+    return Network(arch, seed=seed)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "leaky_relu"])
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_whole_network_gradient_with_bn_l2_and_dropout(activation, batchnorm):
+    """3 dense layers with BatchNorm, L2 and a fixed dropout mask: rel. error < 1e-7."""
+    rng = np.random.default_rng(3)
+    net = small_net(activation, batchnorm)
+    X, y = rng.standard_normal((12, 5)), rng.integers(0, 3, 12)
+    masks = net.dropout_masks(12, keep_prob=0.75, rng=rng)
+    # move γ, β, biases off their initial values so every gradient term matters
+    for k, v in net.params.items():
+        if not k.endswith(".W"):
+            v += rng.standard_normal(v.shape) * 0.3
+    cost, grads, _ = net.loss_and_grads(X, y, l2=0.3, masks=masks)
+    assert set(grads) == set(net.params)
+    for key, param in net.params.items():
+        numeric = numerical_gradient(lambda: net.loss_and_grads(X, y, l2=0.3, masks=masks)[0], param)
+        assert relative_error(grads[key], numeric) < 1e-7, key
+
+
+def test_keys_shapes_and_no_bias_before_batchnorm():
+    net = small_net(batchnorm=True)
+    assert sorted(net.params) == sorted([
+        "fc1.W", "bn1.gamma", "bn1.beta", "fc2.W", "bn2.gamma", "bn2.beta", "fc3.W", "fc3.b"])
+    assert sorted(net.buffers) == sorted([
+        "bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"])
+    assert net.params["fc1.W"].shape == (5, 6)
+    assert np.all(net.params["bn1.gamma"] == 1) and np.all(net.params["bn1.beta"] == 0)
+    assert sorted(small_net(batchnorm=False).params) == sorted(
+        ["fc1.W", "fc1.b", "fc2.W", "fc2.b", "fc3.W", "fc3.b"])
+    assert small_net(batchnorm=False).bn_layers == []
+
+
+def test_init_scales():
+    arch = Architecture(n_features=400, hidden=(300,), n_classes=10, init="he")
+    W = Network(arch, seed=0).params["fc1.W"]
+    assert W.std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+    arch = Architecture(n_features=400, hidden=(300,), n_classes=10, init="xavier")
+    assert Network(arch, seed=0).params["fc1.W"].std() == pytest.approx(np.sqrt(1 / 400), rel=0.02)
+
+
+def test_seed_fixes_the_weights():
+    a, b, c = small_net(seed=5), small_net(seed=5), small_net(seed=6)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert not np.array_equal(a.params["fc1.W"], c.params["fc1.W"])
+
+
+def test_inference_never_changes_buffers_and_differs_from_train_mode():
+    rng = np.random.default_rng(0)
+    net = small_net()
+    X = rng.standard_normal((50, 5)) * 4 + 3
+    for _ in range(3):
+        _, _, stats = net.loss_and_grads(X[:20], rng.integers(0, 3, 20))
+        net.update_running_stats(stats, momentum=0.9)
+    before = {k: v.copy() for k, v in net.buffers.items()}
+    inference = net.forward(X, mode="inference")
+    train = net.forward(X, mode="train")
+    net.evaluate(X, rng.integers(0, 3, 50))
+    net.population_stats(X)
+    assert all(np.array_equal(before[k], net.buffers[k]) for k in before)
+    assert not np.allclose(inference, train)
+
+
+def test_running_estimates_converge_to_population_statistics():
+    """With fixed weights, the EWMA of mini-batch statistics approaches the
+    population μ/σ² of the whole set (σ² up to the batch's (m−1)/m bias)."""
+    rng = np.random.default_rng(0)
+    net = small_net()
+    X = rng.standard_normal((4000, 5)) * 2 + 1
+    for _ in range(300):
+        batch = X[rng.choice(4000, 256, replace=False)]
+        _, _, stats = net.loss_and_grads(batch, np.zeros(256, int))
+        net.update_running_stats(stats, momentum=0.9)
+    population = net.population_stats(X)
+    for name, (mean, var) in population.items():
+        scale = np.sqrt(var)
+        assert np.all(np.abs(net.buffers[f"{name}.running_mean"] - mean) < 0.15 * scale), name
+        np.testing.assert_allclose(net.buffers[f"{name}.running_var"], var, rtol=0.15)
+
+
+def test_float32_network_stays_float32():
+    rng = np.random.default_rng(0)
+    net = small_net(dtype="float32", activation="relu")
+    X = rng.standard_normal((16, 5)).astype(np.float32)
+    cost, grads, stats = net.loss_and_grads(X, rng.integers(0, 3, 16), l2=0.1,
+                                            masks=net.dropout_masks(16, 0.9, rng))
+    assert all(g.dtype == np.float32 for g in grads.values())
+    assert all(s.dtype == np.float32 for pair in stats.values() for s in pair)
+    net.update_running_stats(stats)
+    assert all(b.dtype == np.float32 for b in net.buffers.values())
+    assert net.forward(X).dtype == np.float32
+
+
+def test_state_arrays_round_trip_and_validation():
+    net, other = small_net(seed=1), small_net(seed=2)
+    other.load_state_arrays(net.state_arrays())
+    assert all(np.array_equal(net.params[k], other.params[k]) for k in net.params)
+    bad = net.state_arrays()
+    bad["params/fc1.W"] = np.zeros((2, 2))
+    with pytest.raises(ValueError, match="fc1.W"):
+        other.load_state_arrays(bad)
+    nan = net.state_arrays()
+    nan["params/bn1.gamma"][0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        other.load_state_arrays(nan)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(hidden=(0,)), dict(activation="sigmoid"), dict(init="zeros"), dict(dtype="float16"),
+    dict(n_classes=1),
+])
+def test_architecture_rejects_bad_values(bad):
+    kwargs = dict(n_features=4, hidden=(3,), n_classes=2) | bad
+    with pytest.raises(ValueError):
+        Architecture(**kwargs)
