@@ -76,6 +76,20 @@ class Columns:
         other.extend(self.view(0, stop))
         return other
 
+    def thinned(self, keep_last: int) -> Columns:
+        """A copy keeping every other row, except the newest ``keep_last`` rows, kept whole.
+
+        For long histories that only need coarse resolution far back: thinning
+        each time a size limit is reached keeps recent rows dense and the
+        total bounded.
+        """
+        n = self._length
+        split = max(0, n - keep_last)
+        keep = np.concatenate([np.arange(0, split, 2), np.arange(split, n)])
+        other = Columns(self.schema, capacity=max(1024, len(keep)))
+        other.extend({name: column[keep] for name, column in self._data.items()})
+        return other
+
     def count_until(self, column: str, value) -> int:
         """How many leading rows have ``column <= value`` (the column must be sorted)."""
         return int(np.searchsorted(self._data[column][: self._length], value, side="right"))

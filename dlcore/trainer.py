@@ -63,6 +63,9 @@ OPTIMIZER_HPARAMS = {
 STATUSES = ("idle", "running", "paused", "diverged", "error", "stopped")
 CHECKPOINT_KINDS = ("initial", "manual", "periodic", "pre-change", "rollback", "final")
 MAX_NOTE_LENGTH = 500
+# BatchNorm history rows (units × statistics each) kept per branch; older rows
+# are thinned to every other one when the limit is reached.
+MAX_BN_HISTORY_ROWS = 2048
 
 
 # ---------------------------------------------------------------------------
@@ -323,6 +326,7 @@ class _Branch:
     from_checkpoint: str | None = None
     flushed_steps: int = 0  # rows already in journal files
     flushed_evals: int = 0
+    flushed_bn_step: int = -1  # BN rows are thinned, so flushing goes by eval_step
     flushed_events: int = 0
 
 
@@ -423,10 +427,11 @@ class Trainer:
         self._rate_times: collections.deque = collections.deque(maxlen=200)
 
     def _step_schema(self) -> dict:
-        schema = {"step": (np.int64, ()), "epoch": (np.int64, ()), "cost": (np.float64, ()),
-                  "lr": (np.float64, ()), "grad_norm": (np.float64, ())}
+        # Compact where precision is not at stake: 10⁶ steps stay well under 100 MB.
+        schema = {"step": (np.int64, ()), "epoch": (np.int32, ()), "cost": (np.float64, ()),
+                  "lr": (np.float64, ()), "grad_norm": (np.float32, ())}
         for key in self._net.weight_keys:
-            schema[f"update_ratio/{key.split('.')[0]}"] = (np.float64, ())
+            schema[f"update_ratio/{key.split('.')[0]}"] = (np.float32, ())
         return schema
 
     def _eval_schema(self) -> dict:
@@ -440,8 +445,8 @@ class Trainer:
         schema = {"eval_step": (np.int64, ())}
         for layer in self._net.bn_layers:
             n = self._net.params[f"{layer}.gamma"].shape[0]
-            for stat in ("running_mean", "running_var", "batch_mean", "batch_var",
-                         "population_mean", "population_var"):
+            # The population statistics are in the snapshot for the newest evaluation only.
+            for stat in ("running_mean", "running_var", "batch_mean", "batch_var"):
                 schema[f"{layer}/{stat}"] = (np.float32, (n,))
         return schema
 
@@ -491,7 +496,7 @@ class Trainer:
             except ckptio.CheckpointError as error:
                 self._damaged.append({"file": path.name, "reason": str(error)})
                 continue
-            self._checkpoints.append(meta["info"])
+            self._checkpoints.append(_freeze(meta["info"]))
             newest = (arrays, meta)
         self._seq = self._highest_seq() + 1
         if newest is None:
@@ -628,7 +633,7 @@ class Trainer:
                     "parent_branch": b.parent_branch, "fork_step": b.fork_step,
                     "from_checkpoint": b.from_checkpoint,
                     "history": MappingProxyType({**b.steps.view(), **b.evals.view()}),
-                    "events": tuple(MappingProxyType(e) for e in b.events),
+                    "events": tuple(b.events),
                 })
             bn = {}
             for layer, latest in self._latest_bn.items():
@@ -648,8 +653,8 @@ class Trainer:
                 speed_limit=self._speed_limit,
                 steps_per_second=self._steps_per_second(),
                 history=MappingProxyType(history),
-                events=tuple(_freeze(e) for e in branch.events),
-                checkpoints=tuple(_freeze(c) for c in self._checkpoints),
+                events=tuple(branch.events),  # frozen when recorded: no copy per snapshot
+                checkpoints=tuple(self._checkpoints),
                 damaged=tuple(_freeze(d) for d in self._damaged),
                 branch=self._branch,
                 branches=MappingProxyType(branches),
@@ -801,6 +806,7 @@ class Trainer:
             branch.events = [e for e in source.events if e["step"] <= info["step"]]
         branch.flushed_steps, branch.flushed_evals = len(branch.steps), len(branch.evals)
         branch.flushed_events = len(branch.events)
+        branch.flushed_bn_step = info["step"]
         with self._lock:
             self._branches[number] = branch
             self._branch = number
@@ -975,16 +981,16 @@ class Trainer:
                 if array is not None:
                     array.flags.writeable = False
             latest_bn[layer] = stats
-            for name, value in stats.items():
-                if name not in ("gamma", "beta"):
-                    bn_row[f"{layer}/{name}"] = value if value is not None else np.nan
+            for name in ("running_mean", "running_var", "batch_mean", "batch_var"):
+                value = stats[name]
+                bn_row[f"{layer}/{name}"] = value if value is not None else np.nan
         with self._lock:
             branch = self._branches[self._branch]
             branch.evals.append(eval_step=self._step, train_accuracy=train_accuracy,
                                 dev_accuracy=dev_accuracy, train_cost=train_cost,
                                 dev_cost=dev_cost, dev_accuracy_train_mode=dev_accuracy_train_mode)
             if branch.bn is not None:
-                branch.bn.append(**bn_row)
+                _append_bn(branch, bn_row)
             self._latest_bn = latest_bn
             if data.n_features == 2:
                 self._decision_grid = self._decision_regions()
@@ -1006,7 +1012,7 @@ class Trainer:
         """Call with the lock held."""
         event = {"kind": kind, "step": self._step, "branch": self._branch, "time": time.time(),
                  **_json_safe(details)}
-        self._branches[self._branch].events.append(event)
+        self._branches[self._branch].events.append(_freeze(event))
 
     # -- checkpoints -------------------------------------------------------
 
@@ -1067,7 +1073,7 @@ class Trainer:
                     events.pop()
             raise
         with self._lock:
-            self._checkpoints.append(info)
+            self._checkpoints.append(_freeze(info))
             self._last_good_checkpoint = checkpoint_id
         return checkpoint_id
 
@@ -1076,8 +1082,10 @@ class Trainer:
         with self._lock:
             steps = {k: v.copy() for k, v in branch.steps.view(branch.flushed_steps).items()}
             evals = {k: v.copy() for k, v in branch.evals.view(branch.flushed_evals).items()}
-            bn = ({k: v.copy() for k, v in branch.bn.view(branch.flushed_evals).items()}
-                  if branch.bn is not None else {})
+            bn = {}
+            if branch.bn is not None:
+                first = branch.bn.count_until("eval_step", branch.flushed_bn_step)
+                bn = {k: v.copy() for k, v in branch.bn.view(first).items()}
             events = list(branch.events[branch.flushed_events:])
         arrays = {f"steps/{k}": v for k, v in steps.items()}
         arrays.update({f"evals/{k}": v for k, v in evals.items()})
@@ -1093,6 +1101,8 @@ class Trainer:
         branch.flushed_steps, branch.flushed_evals = len(steps["step"]) + branch.flushed_steps, \
             len(evals["eval_step"]) + branch.flushed_evals
         branch.flushed_events += len(events)
+        if bn and len(bn["eval_step"]):
+            branch.flushed_bn_step = int(bn["eval_step"][-1])
 
     def _state_arrays(self) -> dict:
         arrays = self._net.state_arrays()
@@ -1209,6 +1219,7 @@ class Trainer:
             _truncate(branch, last_step[number])
             branch.flushed_steps, branch.flushed_evals = len(branch.steps), len(branch.evals)
             branch.flushed_events = len(branch.events)
+            branch.flushed_bn_step = int(branch.evals.view()["eval_step"][-1]) if len(branch.evals) else -1
             self._branches[number] = branch
         if self._branch not in self._branches:
             self._branches[self._branch] = self._empty_branch()
@@ -1234,9 +1245,17 @@ def _append_chunk(branch: _Branch, arrays, meta):
         if evals.keys() == branch.evals.schema.keys():
             branch.evals.extend(evals)
         if branch.bn is not None and bn.keys() == branch.bn.schema.keys():
-            branch.bn = branch.bn.copy(keep)
-            branch.bn.extend(bn)
-    branch.events.extend(meta.get("events", []))
+            branch.bn = branch.bn.copy(branch.bn.count_until("eval_step", int(bn["eval_step"][0]) - 1))
+            for i in range(len(bn["eval_step"])):
+                _append_bn(branch, {k: v[i] for k, v in bn.items()})
+    branch.events.extend(_freeze(e) for e in meta.get("events", []))
+
+
+def _append_bn(branch: _Branch, row: dict) -> None:
+    """Append a BatchNorm history row, thinning old rows to stay under the limit."""
+    if len(branch.bn) >= MAX_BN_HISTORY_ROWS:
+        branch.bn = branch.bn.thinned(keep_last=MAX_BN_HISTORY_ROWS // 2)
+    branch.bn.append(**row)
 
 
 def _truncate(branch: _Branch, last_step: int):
