@@ -45,6 +45,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from dlcore import assistant
 from dlcore import checkpoint as ckptio
 from dlcore.data import MiniBatchIterator, prepare_dataset
 from dlcore.history import Columns
@@ -63,6 +64,10 @@ OPTIMIZER_HPARAMS = {
 STATUSES = ("idle", "running", "paused", "diverged", "error", "stopped")
 CHECKPOINT_KINDS = ("initial", "manual", "periodic", "pre-change", "rollback", "final")
 MAX_NOTE_LENGTH = 500
+# Settings of the run that update() changes but that are not hyperparameters of the
+# model: no checkpoint, no event. speed_limit: max steps/s (None: unlimited);
+# autopilot: let the assistant apply its own suggestions.
+RUN_SETTINGS = ("speed_limit", "autopilot")
 # BatchNorm history rows (units × statistics each) kept per branch; older rows
 # are thinned to every other one when the limit is reached.
 MAX_BN_HISTORY_ROWS = 2048
@@ -175,7 +180,7 @@ def validate_hparams(changes: Mapping, current: Mapping, n_train: int) -> dict:
     except ``lr``, which re-anchors the schedule even if equal). Raises
     ``ValueError`` naming the first bad key and value.
     """
-    allowed = set(current) | {"speed_limit"}
+    allowed = set(current) | set(RUN_SETTINGS) | {"carry_moments"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {unknown}; known: {sorted(allowed)}")
@@ -209,6 +214,10 @@ def validate_hparams(changes: Mapping, current: Mapping, n_train: int) -> dict:
             value = _number("eval_every", value, 1, integer=True)
         elif key == "speed_limit":
             value = None if value in (None, 0) else _number("speed_limit", value, 0, low_open=True)
+        elif key in ("autopilot", "carry_moments"):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{key} must be True or False, got {value!r}")
+            value = bool(value)
         out[key] = value
     merged = {**current, **out}
     # The schedule and optimizer must build with the merged values.
@@ -219,12 +228,33 @@ def validate_hparams(changes: Mapping, current: Mapping, n_train: int) -> dict:
         make_schedule(merged["schedule"], **merged["schedule_params"])
     if out.keys() & {"optimizer", "lr", "beta", "beta1", "beta2", "eps"}:
         _build_optimizer(merged)
-    return {k: v for k, v in out.items() if k in ("lr", "speed_limit") or current.get(k) != v}
+    always = ("lr", "carry_moments", *RUN_SETTINGS)
+    return {k: v for k, v in out.items() if k in always or current.get(k) != v}
 
 
 def _build_optimizer(hparams: Mapping):
     name = hparams["optimizer"]
     return make_optimizer(name, hparams["lr"], **{k: hparams[k] for k in OPTIMIZER_HPARAMS[name]})
+
+
+def carried_state(old, new, params) -> dict:
+    """The state ``new`` starts from when an optimizer switch carries what transfers.
+
+    A moment carries over where both optimizers have one of the same meaning:
+    momentum's v and Adam's first moment v, RMSprop's s and Adam's second
+    moment s. What does not transfer starts at zero, and t keeps counting
+    from the old optimizer's t, so Adam's bias correction treats the carried
+    moments as the long averages they are. (Carrying momentum's v into Adam
+    leaves s = 0: the first steps are then much larger. The dashboard shows
+    the effective step before and after, so that jump is visible.)
+    """
+    old_state = old.state_dict()
+    moments = {}
+    for name, param in params.items():
+        for moment in new.moment_names:
+            carried = old_state["moments"].get(f"{name}/{moment}")
+            moments[f"{name}/{moment}"] = carried if carried is not None else np.zeros_like(param)
+    return {"t": old_state["t"] if old_state["moments"] else 0, "moments": moments}
 
 
 def _json_safe(value):
@@ -262,6 +292,7 @@ class Snapshot:
     alpha: float
     hparams: Mapping
     speed_limit: float | None
+    autopilot: bool
     steps_per_second: float
     history: Mapping
     events: tuple
@@ -387,11 +418,11 @@ class Trainer:
             return config.dataset
         return str(self._run_dir / config.dataset)
 
-    def _setup(self, config: RunConfig) -> None:
+    def _setup(self, config: RunConfig, data=None) -> None:
         """Build data, network, optimizer and empty history from the config."""
-        self.data = prepare_dataset(self._dataset_source(config), seed=config.seed,
-                                    dev_fraction=config.dev_fraction, dtype=config.dtype,
-                                    **config.dataset_params)
+        self.data = data or prepare_dataset(self._dataset_source(config), seed=config.seed,
+                                            dev_fraction=config.dev_fraction, dtype=config.dtype,
+                                            **config.dataset_params)
         self.architecture = Architecture(
             n_features=self.data.n_features, hidden=config.hidden, n_classes=self.data.n_classes,
             activation=config.activation, batchnorm=config.batchnorm, init=config.init,
@@ -409,6 +440,9 @@ class Trainer:
         self._step = 0
         self._recent_costs: collections.deque = collections.deque(maxlen=50)
         self._speed_limit: float | None = None
+        self._autopilot = False
+        self._requested: dict = {}  # updates validated but not yet applied by the worker
+        self._detached = False  # True for a sandbox: no thread, nothing on disk
         self._status = "paused"
         self._steps_left: int | None = None  # None: run until paused
         self._error: str | None = None
@@ -454,6 +488,26 @@ class Trainer:
         bn_schema = self._bn_schema()
         return _Branch(Columns(self._step_schema()), Columns(self._eval_schema()),
                        Columns(bn_schema) if bn_schema else None, [], **kw)
+
+    @classmethod
+    def detached(cls, config: RunConfig, data, arrays, meta) -> Trainer:
+        """A Trainer with no thread and nothing on disk, at the given state.
+
+        The engine of :class:`dlcore.sandbox.Sandbox`: it trains with the very
+        same step as the live run, in the caller's thread.
+        """
+        trainer = cls.__new__(cls)
+        trainer._lock = threading.RLock()
+        trainer._commands = queue.Queue()
+        trainer._thread = None
+        trainer.run_id = "sandbox"
+        trainer._checkpoint_dir = trainer._run_dir = None
+        trainer.config = dataclasses.replace(config, checkpoint_every=0)
+        trainer._setup(trainer.config, data)
+        trainer._detached = True
+        trainer._load_state(arrays, meta)
+        trainer._branches = {trainer._branch: trainer._empty_branch()}
+        return trainer
 
     @classmethod
     def open(cls, checkpoint_dir="checkpoints", run_id: str | None = None) -> Trainer:
@@ -529,10 +583,13 @@ class Trainer:
         """Change hyperparameters live; they apply from the next step.
 
         Keys: lr, optimizer, beta, beta1, beta2, eps, schedule, schedule_params,
-        batch_size, l2, keep_prob, bn_momentum, eval_every, and speed_limit
-        (max steps/s; None for unlimited). Raises ValueError at once for a bad
-        key or value; nothing is queued then. A pre-change checkpoint is
-        written before the change, and an event records old → new values.
+        batch_size, l2, keep_prob, bn_momentum, eval_every; the run settings
+        speed_limit (max steps/s; None for unlimited) and autopilot (bool);
+        and carry_moments (bool) for an optimizer switch: False starts the new
+        optimizer fresh (t = 0); True carries what transfers (see
+        :func:`carried_state`). Raises ValueError at once for a bad key or
+        value; nothing is queued then. A pre-change checkpoint is written
+        before the change, and an event records old → new values.
         """
         with self._lock:
             current = dict(self._requested_hparams())
@@ -560,6 +617,25 @@ class Trainer:
                 self._damaged.append({"file": path.name, "reason": str(error)})
             raise ValueError(f"cannot roll back to {checkpoint_id}: {error}") from None
         return self._send("rollback", (arrays, meta), wait=True)
+
+    def export_state(self, checkpoint_id: str | None = None) -> tuple[dict, dict]:
+        """A copy of the complete training state: the live one, taken between two
+        steps, or a checkpoint's. ``(arrays, meta)`` as a checkpoint holds them;
+        nothing changes and nothing is written. Sandboxes start from this.
+        """
+        if checkpoint_id is None:
+            return self._send("export", None, wait=True)
+        path = self._checkpoint_path(checkpoint_id)
+        try:
+            return self._read_checkpoint(path)
+        except ckptio.CheckpointError as error:
+            raise ValueError(str(error)) from None
+
+    def adopt(self, sandbox) -> int:
+        """Continue the run from a sandbox's state, on a new branch forked where the
+        sandbox started (recorded like a rollback). Returns the branch number.
+        """
+        return self._send("adopt", sandbox.commit_payload(), wait=True)
 
     def delete_checkpoint(self, checkpoint_id: str) -> None:
         """Delete a checkpoint file; never the one the run stands on."""
@@ -651,6 +727,7 @@ class Trainer:
                 alpha=self._current_alpha(),
                 hparams=_freeze(self._hparams),
                 speed_limit=self._speed_limit,
+                autopilot=self._autopilot,
                 steps_per_second=self._steps_per_second(),
                 history=MappingProxyType(history),
                 events=tuple(branch.events),  # frozen when recorded: no copy per snapshot
@@ -678,9 +755,11 @@ class Trainer:
 
     def _requested_hparams(self) -> dict:
         """Hyperparameters as they will be once every queued update is applied."""
-        if not hasattr(self, "_requested"):
-            self._requested = {}
-        return {**self._hparams, "speed_limit": self._speed_limit, **self._requested}
+        return {**self._settings(), **self._requested}
+
+    def _settings(self) -> dict:
+        """Hyperparameters plus the run settings (speed limit, autopilot)."""
+        return {**self._hparams, **{name: getattr(self, f"_{name}") for name in RUN_SETTINGS}}
 
     def _send(self, name, payload, wait=False):
         if self._thread is None or not self._thread.is_alive():
@@ -743,19 +822,21 @@ class Trainer:
             if self._status == "running":
                 self._status = "paused"
 
-    def _do_update(self, changes):
+    def _do_update(self, changes, source="user"):
         with self._lock:
             for key in changes:
                 self._requested.pop(key, None)
-            changes = validate_hparams(changes, {**self._hparams, "speed_limit": self._speed_limit},
-                                       len(self.data.y_train))
-        if "speed_limit" in changes:
-            with self._lock:
-                self._speed_limit = changes.pop("speed_limit")
+            changes = validate_hparams(changes, self._settings(), len(self.data.y_train))
+        carry_moments = changes.pop("carry_moments", False)
+        with self._lock:
+            for setting in RUN_SETTINGS:
+                if setting in changes:
+                    setattr(self, f"_{setting}", changes.pop(setting))
         if not changes:
             return
-        # 1) a checkpoint first, so the change can be undone
-        self._write_checkpoint("pre-change", "before " + ", ".join(sorted(changes)))
+        # 1) a checkpoint first, so the change can be undone (sandboxes keep nothing on disk)
+        if not self._detached:
+            self._write_checkpoint("pre-change", "before " + ", ".join(sorted(changes)))
         old = {k: self._hparams.get(k) for k in changes}
         alpha_before = self._current_alpha()
         # 2) apply: the optimizer keeps its moments unless its kind changes
@@ -764,6 +845,8 @@ class Trainer:
             optimizer = _build_optimizer(new)
             if new["optimizer"] == self._hparams["optimizer"]:
                 optimizer.load_state_dict(self._optimizer.state_dict())
+            elif carry_moments:
+                optimizer.load_state_dict(carried_state(self._optimizer, optimizer, self._net.params))
             self._optimizer = optimizer
         # 3) α: typing one re-anchors the schedule there; a new schedule starts from α now
         if changes.keys() & {"schedule", "schedule_params"} or "lr" in changes:
@@ -776,8 +859,10 @@ class Trainer:
             self._iterator.batch_size = new["batch_size"]
         with self._lock:
             self._hparams = new
+            details = {"carry_moments": True} if carry_moments else {}
             self._record_event("change", changes={k: [old[k], new[k]] for k in changes},
-                               alpha=[alpha_before, self._current_alpha()])
+                               alpha=[alpha_before, self._current_alpha()], source=source,
+                               **details)
 
     def _do_checkpoint(self, note):
         return self._write_checkpoint("manual", note)
@@ -785,28 +870,56 @@ class Trainer:
     def _do_rollback(self, loaded):
         arrays, meta = loaded
         info = meta["info"]
-        # 1) save the branch being left, so its whole history stays on disk
+        self._save_branch_being_left(f"before rollback to {info['id']}")
+        source = self._branches.get(info["branch"])
+        self._load_state(arrays, meta)
+        return self._fork(source, info["branch"], info["step"], info["id"],
+                          note=f"rolled back to {info['id']}")
+
+    def _do_adopt(self, candidate):
+        """Continue from a sandbox's final state on a new branch (a committed look-ahead)."""
+        start_step, start_branch, arrays, meta, history, events = candidate
+        if start_branch != self._branch or start_step > self._step:
+            raise ValueError("the run has moved to another branch since this look-ahead started; "
+                             "run it again from the current state")
+        self._save_branch_being_left("before committing a look-ahead")
+        source = self._branches[self._branch]
+        self._load_state(arrays, meta)
+        return self._fork(source, start_branch, start_step, None, history=history,
+                          events=events, note="look-ahead candidate committed")
+
+    def _save_branch_being_left(self, note):
+        """Checkpoint the branch being left, so its whole history stays on disk."""
         if self._step != self._checkpointed_step():
             try:
-                self._write_checkpoint("pre-change", f"before rollback to {info['id']}")
+                self._write_checkpoint("pre-change", note)
             except ValueError:  # NaN/inf after an overflow: keep just its history
                 self._write_journal(self._seq)
                 self._seq += 1
-        # 2) restore, and continue on a new branch whose history starts as a copy
-        source = self._branches.get(info["branch"])
-        self._load_state(arrays, meta)
+
+    def _fork(self, source, parent_branch, fork_step, from_checkpoint, note,
+              history=None, events=()):
+        """Open a new branch at fork_step of ``source`` (state already loaded); returns its number.
+
+        Its history starts as a copy of the source's rows up to fork_step, then
+        ``history`` (rows trained elsewhere, e.g. in a sandbox) if given.
+        """
         number = max(self._branches) + 1
-        branch = self._empty_branch(parent_branch=info["branch"], fork_step=info["step"],
-                                    from_checkpoint=info["id"])
+        branch = self._empty_branch(parent_branch=parent_branch, fork_step=fork_step,
+                                    from_checkpoint=from_checkpoint)
         if source is not None:
-            branch.steps = source.steps.copy(source.steps.count_until("step", info["step"]))
-            branch.evals = source.evals.copy(source.evals.count_until("eval_step", info["step"]))
+            branch.steps = source.steps.copy(source.steps.count_until("step", fork_step))
+            branch.evals = source.evals.copy(source.evals.count_until("eval_step", fork_step))
             if source.bn is not None:
-                branch.bn = source.bn.copy(source.bn.count_until("eval_step", info["step"]))
-            branch.events = [e for e in source.events if e["step"] <= info["step"]]
+                branch.bn = source.bn.copy(source.bn.count_until("eval_step", fork_step))
+            branch.events = [e for e in source.events if e["step"] <= fork_step]
         branch.flushed_steps, branch.flushed_evals = len(branch.steps), len(branch.evals)
         branch.flushed_events = len(branch.events)
-        branch.flushed_bn_step = info["step"]
+        branch.flushed_bn_step = fork_step
+        if history is not None:
+            branch.steps.extend({k: history[k] for k in branch.steps.schema})
+            branch.evals.extend({k: history[k] for k in branch.evals.schema})
+            branch.events.extend(_freeze(e) for e in events)
         with self._lock:
             self._branches[number] = branch
             self._branch = number
@@ -815,9 +928,21 @@ class Trainer:
             self._divergence = None
             self._error = None
             self._error_traceback = None
-            self._record_event("rollback", checkpoint=info["id"], branch=number)
-        self._write_checkpoint("rollback", f"rolled back to {info['id']}", parent=info["id"])
+            self._record_event("rollback", checkpoint=from_checkpoint, branch=number, note=note)
+        self._write_checkpoint("rollback", note, parent=from_checkpoint)
         return number
+
+    def _do_export(self, _):
+        return self.state_copy()
+
+    def state_copy(self) -> tuple[dict, dict]:
+        """``(arrays, meta)`` of the complete state, as a checkpoint holds it (worker thread)."""
+        info = {"id": None, "kind": "live", "note": "", "step": self._step,
+                "epoch": self._iterator.epoch, "branch": self._branch, "parent": None,
+                "hparams": _json_safe(self._hparams), "alpha": self._current_alpha(),
+                "metrics": {}, "time": time.time()}
+        return self._state_arrays(), {"format": CHECKPOINT_FORMAT, "info": info,
+                                      **self._state_meta()}
 
     def _do_delete(self, path):
         checkpoint_id = path.stem
@@ -878,12 +1003,15 @@ class Trainer:
                     if self._status == "running":
                         self._status = "paused"
 
-    def _train_step(self):
-        """One mini-batch step: forward, backward, divergence check, update, record."""
+    def _train_step(self, alpha=None):
+        """One mini-batch step: forward, backward, divergence check, update, record.
+
+        ``alpha`` overrides the schedule for this step (the LR range test sweeps it).
+        """
         net, hp = self._net, self._hparams
         # 1) the next mini-batch and (if on) its dropout masks
         epoch = self._iterator.epoch
-        alpha = self._current_alpha()
+        alpha = self._current_alpha() if alpha is None else alpha
         index = self._iterator.next_batch()
         X, y = self.data.X_train[index], self.data.y_train[index]
         masks = net.dropout_masks(len(index), hp["keep_prob"], self._dropout_rng)
@@ -920,9 +1048,28 @@ class Trainer:
                 step=self._step, epoch=epoch, cost=cost, lr=alpha, grad_norm=grad_norm, **ratios)
         if self._step % hp["eval_every"] == 0:
             self._evaluate()
+            if self._autopilot and not self._detached:
+                self._autopilot_step()
         every = self.config.checkpoint_every
         if every and self._step % every == 0:
             self._write_checkpoint("periodic", "")
+
+    def _autopilot_step(self):
+        """Apply the assistant's first suggestion itself, logged as an event (opt-in)."""
+        for suggestion in assistant.suggest(self.snapshot()):
+            source = f"autopilot: {suggestion.rule}"
+            action = suggestion.action
+            if "update" in action:
+                self._do_update(dict(action["update"]), source=source)
+            elif "rollback" in action:
+                loaded = self._read_checkpoint(self._checkpoint_path(action["rollback"]))
+                self._do_rollback(loaded)
+            else:
+                self._do_pause(None)
+            with self._lock:
+                self._record_event("autopilot", rule=suggestion.rule, title=suggestion.title,
+                                   evidence=suggestion.evidence)
+            return
 
     def _divergence_cause(self, cost, grad_norm) -> str | None:
         if not math.isfinite(cost):
@@ -963,6 +1110,13 @@ class Trainer:
         train_accuracy, train_cost = net.evaluate(data.X_train, data.y_train, l2)
         dev_accuracy, dev_cost = net.evaluate(data.X_dev, data.y_dev, l2)
         dev_accuracy_train_mode, _ = net.evaluate(data.X_dev, data.y_dev, l2, mode="train")
+        if self._detached:  # a sandbox needs the curves, not the BatchNorm picture
+            with self._lock:
+                self._branches[self._branch].evals.append(
+                    eval_step=self._step, train_accuracy=train_accuracy, dev_accuracy=dev_accuracy,
+                    train_cost=train_cost, dev_cost=dev_cost,
+                    dev_accuracy_train_mode=dev_accuracy_train_mode)
+            return
         population = net.population_stats(data.X_train)
         latest_bn, bn_row = {}, {"eval_step": self._step}
         for layer in net.bn_layers:

@@ -1,0 +1,164 @@
+"""The babysitter's assistant: rules that read a run's curves and suggest a change.
+
+Each rule looks at a snapshot (``history``, ``events``, ``checkpoints``,
+``hparams``) and returns a :class:`Suggestion` with its evidence and an action
+a person can apply with one click (and undo through the pre-change
+checkpoint), or that the autopilot applies itself.
+
+- plateau: the dev cost stopped improving → reduce α (ReduceLROnPlateau-like,
+  with patience and cooldown);
+- overfitting: dev accuracy falls while train accuracy rises → L2 λ or dropout;
+- update-to-weight ratio far from ~1e-3 → α too high or too low;
+- early stopping: dev accuracy not improved for N evaluations → restore the
+  best checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AssistantSettings:
+    patience: int = 5  # evaluations without improvement before a plateau counts
+    cooldown: int = 3  # evaluations after any change during which no rule fires
+    min_delta: float = 0.01  # relative improvement of the dev cost that counts
+    lr_factor: float = 0.5  # plateau: α × this
+    overfit_window: int = 5  # evaluations the overfitting trend is read over
+    overfit_drop: float = 0.01  # dev accuracy drop (absolute) that counts
+    ratio_target: float = 1e-3  # the classic update-to-weight ratio
+    ratio_tolerance: float = 10.0  # "far" means more than this factor away
+    ratio_steps: int = 100  # steps the ratio's median is taken over
+    early_stop_patience: int = 10  # evaluations without a new best dev accuracy
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One suggestion. ``action`` is {"update": {...}} or {"rollback": id} or {"pause": True}."""
+
+    rule: str
+    title: str
+    evidence: str
+    action: Mapping = field(default_factory=dict)
+
+
+def suggest(snapshot, settings: AssistantSettings = AssistantSettings()) -> list[Suggestion]:
+    """Every rule's suggestion for this snapshot (an empty list for a healthy run)."""
+    history, hparams = snapshot["history"], snapshot["hparams"]
+    eval_steps = np.asarray(history.get("eval_step", ()))
+    if _in_cooldown(snapshot, eval_steps, settings):
+        return []
+    suggestions = []
+    for rule in (_plateau, _overfitting, _update_ratio, _early_stopping):
+        suggestions.extend(rule(snapshot, history, hparams, settings))
+    return suggestions
+
+
+def _in_cooldown(snapshot, eval_steps, settings) -> bool:
+    """True within `cooldown` evaluations of the last hyperparameter change or rollback."""
+    changes = [e["step"] for e in snapshot["events"] if e["kind"] in ("change", "rollback")]
+    if not changes:
+        return False
+    since = int(np.sum(eval_steps > max(changes)))
+    return since < settings.cooldown
+
+
+def _plateau(snapshot, history, hparams, settings):
+    dev_cost = np.asarray(history.get("dev_cost", ()))
+    if len(dev_cost) <= settings.patience:
+        return []
+    best_before = float(np.min(dev_cost[: -settings.patience]))
+    recent_best = float(np.min(dev_cost[-settings.patience:]))
+    if recent_best < best_before * (1 - settings.min_delta):
+        return []
+    new_lr = hparams["lr"] * settings.lr_factor
+    steps = history["eval_step"]
+    return [Suggestion(
+        "plateau", f"Plateau: reduce α to {new_lr:.3g}",
+        f"dev cost has not improved by {settings.min_delta:.0%} in the last {settings.patience} "
+        f"evaluations (steps {steps[-settings.patience]}–{steps[-1]}): best {recent_best:.4g} "
+        f"vs {best_before:.4g} before",
+        {"update": {"lr": new_lr}})]
+
+
+def _overfitting(snapshot, history, hparams, settings):
+    train = np.asarray(history.get("train_accuracy", ()))
+    dev = np.asarray(history.get("dev_accuracy", ()))
+    window = settings.overfit_window
+    if len(dev) < window:
+        return []
+    dev_window, train_window = dev[-window:], train[-window:]
+    dev_drop = float(np.max(dev_window) - dev_window[-1])
+    train_rise = float(train_window[-1] - train_window[0])
+    if dev_drop < settings.overfit_drop or train_rise <= 0:
+        return []
+    evidence = (f"over the last {window} evaluations dev accuracy fell {dev_drop:.1%} from its "
+                f"best while train accuracy rose {train_rise:.1%} (gap now "
+                f"{train_window[-1] - dev_window[-1]:.1%})")
+    l2 = hparams["l2"]
+    new_l2 = 0.1 if l2 == 0 else l2 * 3
+    out = [Suggestion("overfitting", f"Overfitting: raise L2 λ to {new_l2:.3g}", evidence,
+                      {"update": {"l2": new_l2}})]
+    if hparams["keep_prob"] > 0.55:
+        keep_prob = round(max(0.5, hparams["keep_prob"] - 0.2), 2)
+        out.append(Suggestion("overfitting", f"Overfitting: dropout, keep-prob {keep_prob}",
+                              evidence, {"update": {"keep_prob": keep_prob}}))
+    return out
+
+
+def _update_ratio(snapshot, history, hparams, settings):
+    columns = [np.asarray(v[-settings.ratio_steps:]) for k, v in history.items()
+               if k.startswith("update_ratio/")]
+    if not columns or len(columns[0]) < settings.ratio_steps:
+        return []
+    ratio = float(np.median(np.mean(columns, axis=0)))
+    target, tolerance = settings.ratio_target, settings.ratio_tolerance
+    if target / tolerance <= ratio <= target * tolerance or not np.isfinite(ratio) or ratio <= 0:
+        return []
+    factor = float(np.clip(target / ratio, 0.1, 10.0))
+    new_lr = hparams["lr"] * factor
+    too = "high" if ratio > target else "low"
+    return [Suggestion(
+        f"update_ratio_{too}", f"α looks too {too}: try {new_lr:.3g}",
+        f"median update-to-weight ratio ‖ΔW‖/‖W‖ over the last {settings.ratio_steps} steps is "
+        f"{ratio:.2g}, more than {tolerance:g}× from the usual ~{target:g}",
+        {"update": {"lr": new_lr}})]
+
+
+def _early_stopping(snapshot, history, hparams, settings):
+    dev = np.asarray(history.get("dev_accuracy", ()))
+    patience = settings.early_stop_patience
+    if len(dev) <= patience:
+        return []
+    if np.max(dev[-patience:]) >= np.max(dev[:-patience]):
+        return []
+    best_index = int(np.argmax(dev))
+    best_step = int(history["eval_step"][best_index])
+    candidates = [c for c in lineage_checkpoints(snapshot) if "dev_accuracy" in c["metrics"]]
+    best = max(candidates, key=lambda c: (c["metrics"]["dev_accuracy"], -c["step"]),
+               default=None)
+    evidence = (f"dev accuracy has not beaten {dev[best_index]:.2%} (step {best_step}) in "
+                f"the last {patience} evaluations")
+    if best is None:
+        return [Suggestion("early_stopping", "Early stopping: pause", evidence,
+                           {"pause": True})]
+    return [Suggestion(
+        "early_stopping",
+        f"Early stopping: restore {best['id']} (dev {best['metrics']['dev_accuracy']:.2%})",
+        evidence, {"rollback": best["id"]})]
+
+
+def lineage_checkpoints(snapshot) -> list:
+    """Checkpoints on the active branch's lineage: its own and its ancestors' up to each fork."""
+    limits, branch, limit = {}, snapshot["branch"], None
+    while branch is not None:
+        limits[branch] = limit
+        info = snapshot["branches"].get(branch)
+        if info is None:
+            break
+        branch, limit = info["parent_branch"], info["fork_step"]
+    return [c for c in snapshot["checkpoints"] if c["branch"] in limits
+            and (limits[c["branch"]] is None or c["step"] <= limits[c["branch"]])]

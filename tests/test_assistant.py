@@ -1,0 +1,98 @@
+"""Each assistant rule fires on a run that shows its symptom and stays quiet on a healthy one."""
+
+import numpy as np
+import pytest
+
+from dlcore.assistant import AssistantSettings, suggest
+from dlcore.trainer import RunConfig, Trainer
+from tests.test_trainer import run_steps
+
+HPARAMS = {"lr": 1e-3, "l2": 0.0, "keep_prob": 1.0}
+
+
+def fake_snapshot(n_evals=20, eval_every=50, dev_cost=None, train_acc=None, dev_acc=None,
+                  ratio=1e-3, events=(), checkpoints=(), hparams=HPARAMS):
+    """A snapshot-shaped dict of a run with the given curves (healthy by default)."""
+    steps = n_evals * eval_every
+    evals = np.arange(1, n_evals + 1) * eval_every
+    improving = np.linspace(1.0, 0.1, n_evals)
+    rng = np.random.default_rng(0)
+    return {
+        "history": {
+            "step": np.arange(1, steps + 1),
+            "update_ratio/fc1": ratio * np.exp(rng.normal(0, 0.2, steps)),
+            "update_ratio/fc2": ratio * np.exp(rng.normal(0, 0.2, steps)),
+            "eval_step": evals,
+            "dev_cost": improving if dev_cost is None else np.asarray(dev_cost),
+            "train_accuracy": np.linspace(0.5, 0.95, n_evals) if train_acc is None else train_acc,
+            "dev_accuracy": np.linspace(0.5, 0.93, n_evals) if dev_acc is None else dev_acc,
+        },
+        "hparams": hparams, "events": list(events), "checkpoints": list(checkpoints),
+        "branch": 0, "branches": {0: {"parent_branch": None, "fork_step": 0}},
+    }
+
+
+def rules(snapshot, **settings):
+    return [s.rule for s in suggest(snapshot, AssistantSettings(**settings))]
+
+
+def test_healthy_run_gets_no_suggestion():
+    assert rules(fake_snapshot()) == []
+
+
+def test_plateau_suggests_a_smaller_alpha():
+    cost = np.concatenate([np.linspace(1, 0.3, 12), np.full(8, 0.3)])
+    suggestions = suggest(fake_snapshot(dev_cost=cost))
+    plateau = [s for s in suggestions if s.rule == "plateau"]
+    assert plateau and plateau[0].action == {"update": {"lr": 5e-4}}
+    assert "not improved" in plateau[0].evidence
+
+
+def test_no_plateau_during_cooldown_after_a_change():
+    cost = np.concatenate([np.linspace(1, 0.3, 12), np.full(8, 0.3)])
+    changed = [{"kind": "change", "step": 950}]  # after evaluation 19 of 20: one since
+    assert rules(fake_snapshot(dev_cost=cost, events=changed)) == []
+
+
+def test_overfitting_suggests_l2_and_dropout():
+    dev = np.concatenate([np.linspace(0.5, 0.9, 15), [0.89, 0.88, 0.87, 0.86, 0.85]])
+    train = np.linspace(0.5, 0.99, 20)
+    suggestions = [s for s in suggest(fake_snapshot(dev_acc=dev, train_acc=train))
+                   if s.rule == "overfitting"]
+    actions = [s.action["update"] for s in suggestions]
+    assert {"l2": 0.1} in actions and {"keep_prob": 0.8} in actions
+
+
+@pytest.mark.parametrize("ratio, rule, factor", [(0.05, "update_ratio_high", 0.1),
+                                                  (2e-6, "update_ratio_low", 10.0)])
+def test_update_ratio_far_from_1e_3(ratio, rule, factor):
+    suggestions = [s for s in suggest(fake_snapshot(ratio=ratio)) if s.rule == rule]
+    assert suggestions
+    assert suggestions[0].action["update"]["lr"] == pytest.approx(1e-3 * factor, rel=0.3)
+
+
+def test_early_stopping_restores_the_best_checkpoint():
+    dev = np.concatenate([np.linspace(0.5, 0.95, 8), np.full(12, 0.94)])
+    checkpoints = [{"id": "ckpt-000003", "branch": 0, "step": 400, "metrics": {"dev_accuracy": 0.95}},
+                   {"id": "ckpt-000009", "branch": 0, "step": 900, "metrics": {"dev_accuracy": 0.94}}]
+    suggestions = [s for s in suggest(fake_snapshot(dev_acc=dev, checkpoints=checkpoints))
+                   if s.rule == "early_stopping"]
+    assert suggestions and suggestions[0].action == {"rollback": "ckpt-000003"}
+
+
+def test_assistant_reads_a_real_snapshot(tmp_path):
+    with Trainer(RunConfig(hidden=(16,), eval_every=10), tmp_path) as trainer:
+        snap = run_steps(trainer, 30)
+        assert suggest(snap) == [] or all(s.evidence for s in suggest(snap))
+
+
+def test_autopilot_applies_a_suggestion_and_logs_it(tmp_path):
+    """A run with α far too small: the ratio rule fires and the autopilot raises α."""
+    with Trainer(RunConfig(hidden=(16,), eval_every=20, lr=1e-7), tmp_path) as trainer:
+        trainer.update(autopilot=True)
+        snap = run_steps(trainer, 140)
+        autopilot = [e for e in snap.events if e["kind"] == "autopilot"]
+        assert autopilot and autopilot[0]["rule"] == "update_ratio_low"
+        change = [e for e in snap.events if e["kind"] == "change"][-1]
+        assert change["source"] == "autopilot: update_ratio_low"
+        assert snap.hparams["lr"] > 1e-7
