@@ -1,0 +1,372 @@
+"""Checkpoints: the branch tree, the list as on disk, comparisons, rollback and delete.
+
+The tree and the table follow the run folder live (a watchdog observer reacts to the
+atomic rename of every new checkpoint, from this server or another process). Comparing
+evaluates each selected checkpoint in inference mode without touching the run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from dlcore.downsample import downsample, smooth
+from dlcore.trainer import Snapshot, Trainer
+from pages.shared import charts, ui
+from pages.shared.disk import checkpoint_folder, checkpoints_on_disk
+
+#: The list follows the disk: the table refreshes this often, training or not.
+DISK_REFRESH_SECONDS = 1.0
+KIND_STYLES = {
+    "initial": ("circle", "#7f7f7f"),
+    "manual": ("star", "#1f77b4"),
+    "periodic": ("circle-open", "#17becf"),
+    "pre-change": ("triangle-down", "#8e44ad"),
+    "rollback": ("triangle-left", "#e67e22"),
+    "final": ("square", "#2ca02c"),
+}
+COMPARED_HPARAMS = ("optimizer", "lr", "beta", "beta1", "beta2", "eps", "schedule",
+                    "schedule_params", "batch_size", "l2", "keep_prob", "bn_momentum",
+                    "eval_every")
+
+
+def main() -> None:
+    trainer, snapshot = ui.page_start("Checkpoints")
+    ui.messages(trainer, snapshot)
+    ui.live_view(checkpoint_list, trainer, snapshot.status, run_every=DISK_REFRESH_SECONDS)
+    rows, _ = checkpoints_on_disk(snapshot)
+    if not rows:
+        return
+    labels = {row["id"]: _label(row) for row in rows}
+    ids = [row["id"] for row in reversed(rows)]  # newest first
+    actions(trainer, snapshot, ids, labels)
+    compare(trainer, snapshot, rows, ids, labels)
+
+
+def _label(row: Mapping) -> str:
+    note = f" · {row['note']}" if row.get("note") else ""
+    return f"{row['id']} · step {row['step']} · branch {row['branch']} · {row['kind']}{note}"
+
+
+# ---------------------------------------------------------------------------
+# Live: the tree and the table
+# ---------------------------------------------------------------------------
+
+
+def checkpoint_list(snapshot: Snapshot) -> None:
+    rows, damaged = checkpoints_on_disk(snapshot)
+    st.plotly_chart(branch_tree_figure(rows, snapshot), key="branch_tree")
+    st.subheader("All checkpoints", anchor=False)
+    folder = checkpoint_folder(snapshot.checkpoint_dir)
+    watching = ("watching the folder for changes" if folder.watching
+                else f"rescanning (no file watcher: {folder.watch_error})")
+    st.caption(f"{len(rows)} checkpoint(s) in `{snapshot.checkpoint_dir}` · {watching} · "
+               "\"last good\" marks the newest checkpoint the run can fall back to.")
+    st.dataframe(checkpoint_table(rows, snapshot), hide_index=True, key="checkpoint_table",
+                 column_config={
+                     "last good": st.column_config.CheckboxColumn(
+                         help="The newest checkpoint the run can fall back to (the one "
+                              "a divergence rolls back to); it can't be deleted."),
+                     "α": st.column_config.NumberColumn(format="%.3g"),
+                     "train accuracy": st.column_config.NumberColumn(format="percent"),
+                     "dev accuracy": st.column_config.NumberColumn(format="percent"),
+                 })
+    if damaged:
+        st.warning(f"{len(damaged)} file(s) could not be used and are skipped; every other "
+                   "checkpoint stays usable:", icon=":material/broken_image:")
+        st.dataframe(pd.DataFrame(damaged, columns=["file", "reason"]), hide_index=True,
+                     key="damaged_table")
+
+
+def checkpoint_table(rows: list[Mapping], snapshot: Snapshot) -> pd.DataFrame:
+    table = []
+    for row in reversed(rows):
+        metrics = row.get("metrics") or {}
+        table.append({
+            "last good": row["id"] == snapshot.last_good_checkpoint,
+            "id": row["id"], "step": row["step"], "branch": row["branch"], "kind": row["kind"],
+            "note": row.get("note", ""), "α": row.get("alpha"),
+            "optimizer": row["hparams"].get("optimizer"),
+            "train accuracy": metrics.get("train_accuracy"),
+            "dev accuracy": metrics.get("dev_accuracy"),
+            "saved": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["time"]))
+            if row.get("time") else "",
+        })
+    return pd.DataFrame(table)
+
+
+def hparam_diff(row: Mapping, by_id: Mapping) -> str:
+    parent_id = row.get("parent")
+    if parent_id is None:
+        return "the run's first checkpoint"
+    parent = by_id.get(parent_id)
+    if parent is None:
+        return f"parent {parent_id} is no longer on disk"
+    changes = {k: (parent["hparams"].get(k), v) for k, v in row["hparams"].items()
+               if parent["hparams"].get(k) != v}
+    if not changes:
+        return f"same hyperparameters as {parent_id}"
+    return f"vs {parent_id}: {ui.describe_changes(changes)}"
+
+
+def branch_tree_figure(rows: list[Mapping], snapshot: Snapshot) -> go.Figure:
+    """Steps on x, one lane per branch; forks drawn from the parent lane to the new one."""
+    by_id = {row["id"]: row for row in rows}
+    lanes = sorted(set(snapshot.branches) | {row["branch"] for row in rows})
+    fig = charts.new_figure("Branch tree", "", height=min(600, 160 + 60 * len(lanes)))
+    for number in lanes:
+        branch = snapshot.branches.get(number)
+        own_steps = [row["step"] for row in rows if row["branch"] == number]
+        fork = branch["fork_step"] if branch else min(own_steps, default=0)
+        steps = branch["history"]["step"] if branch else ()
+        end = max([fork, *own_steps, int(steps[-1]) if len(steps) else 0])
+        if number == snapshot.branch:
+            end = max(end, snapshot.step)
+        color = charts.BRANCH_COLORS[number % len(charts.BRANCH_COLORS)]
+        fig.add_trace(go.Scatter(x=[fork, end], y=[number, number], mode="lines",
+                                 line={"color": color, "width": 4}, opacity=0.5,
+                                 hoverinfo="skip", showlegend=False))
+        if branch and branch["parent_branch"] is not None:
+            fig.add_trace(go.Scatter(
+                x=[fork, fork], y=[branch["parent_branch"], number], mode="lines",
+                line={"color": color, "width": 2, "dash": "dot"}, showlegend=False,
+                hovertext=f"branch {number} forked from {branch['from_checkpoint']} "
+                          f"at step {fork}", hoverinfo="text"))
+    # Checkpoints at the same point (a manual one and a pre-change one at one step) get
+    # their labels above, below, then beside each other.
+    places = ("top center", "bottom center", "middle right", "middle left")
+    seen: dict[tuple, int] = {}
+    label_place = {}
+    for row in rows:
+        spot = (row["step"], row["branch"])
+        label_place[row["id"]] = places[seen.get(spot, 0) % len(places)]
+        seen[spot] = seen.get(spot, 0) + 1
+    for kind, (symbol, color) in KIND_STYLES.items():
+        group = [row for row in rows if row["kind"] == kind]
+        if not group:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[row["step"] for row in group], y=[row["branch"] for row in group],
+            mode="markers+text" if len(rows) <= 30 else "markers", name=kind,
+            text=[kind for _ in group], textfont={"size": 10},
+            textposition=[label_place[row["id"]] for row in group],
+            marker={"symbol": symbol, "color": color, "size": 12,
+                    "line": {"width": 1, "color": "white"}},
+            hovertext=[f"{_label(row)}<br>α = {ui.format_number(row.get('alpha'))}<br>"
+                       f"{hparam_diff(row, by_id)}" for row in group],
+            hoverinfo="text"))
+    fig.add_trace(go.Scatter(x=[snapshot.step], y=[snapshot.branch], mode="markers",
+                             name="the run now", marker={"symbol": "circle-open", "size": 22,
+                                                         "color": "black",
+                                                         "line": {"width": 2}},
+                             hovertext=f"the run now: step {snapshot.step}, branch "
+                                       f"{snapshot.branch} ({snapshot.status})",
+                             hoverinfo="text"))
+    fig.update_yaxes(tickvals=lanes, ticktext=[f"branch {n}" for n in lanes],
+                     autorange="reversed", zeroline=False, showgrid=False)
+    fig.update_layout(legend={"title": {"text": "kind"}})
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Roll back, delete
+# ---------------------------------------------------------------------------
+
+
+def actions(trainer: Trainer, snapshot: Snapshot, ids: list[str], labels: Mapping) -> None:
+    with st.container(border=True):
+        st.subheader("Roll back or delete", anchor=False)
+        target = st.selectbox("Checkpoint", ids, format_func=labels.get, key="action_checkpoint",
+                              on_change=lambda: st.session_state.update(confirm_delete=False))
+        left, right = st.columns(2)
+        with left:
+            st.button("Roll back to this checkpoint", type="primary", key="rollback",
+                      icon=":material/undo:", on_click=_rollback, args=(trainer,))
+            st.caption("Restores its complete state (weights, optimizer moments, data order) "
+                       "and continues on a new branch, paused. Nothing is lost: the current "
+                       "branch stays in the tree.")
+        with right:
+            standing = target == snapshot.last_good_checkpoint
+            confirmed = st.checkbox(f"Yes, delete {target} from disk", key="confirm_delete",
+                                    disabled=standing)
+            st.button("Delete checkpoint", key="delete", icon=":material/delete:",
+                      disabled=not confirmed or standing, on_click=_delete, args=(trainer,))
+            if standing:
+                st.caption(f"{target} is the run's last good checkpoint (what it falls back "
+                           "to); it can't be deleted.")
+
+
+def _rollback(trainer: Trainer) -> None:
+    checkpoint_id = st.session_state["action_checkpoint"]  # as selected at the click
+    ok, branch = ui.run_command(trainer.rollback, checkpoint_id)
+    if ok:
+        ui.flash("success", f"Rolled back to {checkpoint_id}: the run continues on branch "
+                            f"{branch}, paused. Press Start on the training page to go on.")
+
+
+def _delete(trainer: Trainer) -> None:
+    checkpoint_id = st.session_state["action_checkpoint"]
+    ok, _ = ui.run_command(trainer.delete_checkpoint, checkpoint_id)
+    st.session_state["confirm_delete"] = False
+    if ok:
+        ui.flash("success", f"Deleted {checkpoint_id}.")
+
+
+# ---------------------------------------------------------------------------
+# Compare
+# ---------------------------------------------------------------------------
+
+
+def compare(trainer: Trainer, snapshot: Snapshot, rows: list[Mapping], ids: list[str],
+            labels: Mapping) -> None:
+    st.subheader("Compare checkpoints", anchor=False)
+    chosen = st.multiselect("Checkpoints to compare (two or more)", ids,
+                            format_func=labels.get, key="compare_ids", max_selections=6)
+    if len(chosen) < 2:
+        st.caption("Select at least two checkpoints: their metrics in inference mode, "
+                   "hyperparameters, learning curves, confusion matrices and the distance "
+                   "between their weights appear here.")
+        return
+    results = {}
+    for checkpoint_id in chosen:
+        try:
+            results[checkpoint_id] = _inspect(trainer, snapshot.run_id, checkpoint_id)
+        except ValueError as error:
+            st.error(f"{checkpoint_id} can't be evaluated: {error}")
+    if len(results) < 2:
+        return
+    st.markdown("**Metrics in inference mode** (running BatchNorm statistics)")
+    st.dataframe(metrics_table(results), hide_index=True, key="compare_metrics",
+                 column_config={
+                     "train accuracy": st.column_config.NumberColumn(format="percent"),
+                     "dev accuracy": st.column_config.NumberColumn(format="percent"),
+                     "train cost": st.column_config.NumberColumn(format="%.4f"),
+                     "dev cost": st.column_config.NumberColumn(format="%.4f"),
+                 })
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Hyperparameters** (rows that differ are highlighted)")
+        st.dataframe(hparams_table(results), key="compare_hparams",
+                     height=36 * (len(COMPARED_HPARAMS) + 2) + 2)
+    with right:
+        st.markdown("**Distance between their weights**")
+        st.dataframe(distance_table(trainer, snapshot.run_id, list(results)), hide_index=True,
+                     key="compare_distance",
+                     column_config={"‖θa − θb‖": st.column_config.NumberColumn(format="%.4g"),
+                                    "relative to ‖θa‖": st.column_config.NumberColumn(
+                                        format="percent")})
+    left, right = st.columns(2)
+    left.plotly_chart(lineage_figure(snapshot, results, "cost"), key="compare_cost")
+    right.plotly_chart(lineage_figure(snapshot, results, "dev_accuracy"),
+                       key="compare_accuracy")
+    part = st.segmented_control("Confusion matrices on", ["dev", "train"], default="dev",
+                                key="compare_part") or "dev"
+    columns = st.columns(min(len(results), 3))
+    for i, (checkpoint_id, result) in enumerate(results.items()):
+        columns[i % len(columns)].plotly_chart(
+            confusion_figure(result[f"confusion_{part}"], snapshot.dataset["class_names"],
+                             f"{checkpoint_id} ({part})"), key=f"confusion_{checkpoint_id}")
+
+
+def _inspect(trainer: Trainer, run_id: str, checkpoint_id: str) -> dict:
+    """inspect_checkpoint, remembered for this session (a checkpoint never changes)."""
+    cache = st.session_state.setdefault("inspected", {})
+    key = (run_id, checkpoint_id)
+    if key not in cache:
+        cache[key] = trainer.inspect_checkpoint(checkpoint_id)
+    return cache[key]
+
+
+def metrics_table(results: Mapping) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "id": checkpoint_id, "step": r["info"]["step"], "branch": r["info"]["branch"],
+        "train accuracy": r["train_accuracy"], "dev accuracy": r["dev_accuracy"],
+        "train cost": r["train_cost"], "dev cost": r["dev_cost"],
+    } for checkpoint_id, r in results.items()])
+
+
+def hparams_table(results: Mapping):
+    rows = {}
+    for name in COMPARED_HPARAMS:
+        rows[ui.HPARAM_LABELS.get(name, name)] = {
+            checkpoint_id: ui.format_number(r["info"]["hparams"].get(name))
+            for checkpoint_id, r in results.items()}
+    rows["α at save"] = {checkpoint_id: ui.format_number(r["info"].get("alpha"))
+                         for checkpoint_id, r in results.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+
+    def highlight(row):
+        differs = len(set(row)) > 1
+        return ["background-color: rgba(255, 193, 7, 0.35)" if differs else ""] * len(row)
+
+    return table.style.apply(highlight, axis=1)
+
+
+def distance_table(trainer: Trainer, run_id: str, ids: list[str]) -> pd.DataFrame:
+    cache = st.session_state.setdefault("distances", {})
+    table = []
+    for a, b in itertools.combinations(ids, 2):
+        key = (run_id, a, b)
+        if key not in cache:
+            try:
+                cache[key] = trainer.weight_distance(a, b)
+            except ValueError as error:
+                st.error(f"Distance {a} ↔ {b}: {error}")
+                continue
+        distance = cache[key]
+        table.append({"a": a, "b": b, "‖θa − θb‖": distance["total"],
+                      "relative to ‖θa‖": distance["relative"]})
+    return pd.DataFrame(table)
+
+
+def lineage_figure(snapshot: Snapshot, results: Mapping, column: str) -> go.Figure:
+    """Each checkpoint's lineage (its branch's history up to its step), overlaid."""
+    cost = column == "cost"
+    fig = charts.new_figure("Learning curves of their lineages" if cost
+                            else "Dev accuracy of their lineages",
+                            "J (smoothed)" if cost else "dev accuracy", height=340)
+    for i, (checkpoint_id, result) in enumerate(results.items()):
+        info = result["info"]
+        branch = snapshot.branches.get(info["branch"])
+        if branch is None:
+            continue
+        history = branch["history"]
+        steps = history["step" if cost else "eval_step"]
+        n = charts.index_until(steps, info["step"])
+        if n == 0:
+            continue
+        values = smooth(history[column][:n]) if cost else history[column][:n]
+        xs, ys = downsample(steps[:n], values, charts.MAX_POINTS)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=checkpoint_id,
+                                 line={"width": 2,
+                                       "color": charts.BRANCH_COLORS[i % len(
+                                           charts.BRANCH_COLORS)]}))
+        fig.add_trace(go.Scatter(x=[info["step"]], y=[ys[-1]], mode="markers",
+                                 showlegend=False, hoverinfo="skip",
+                                 marker={"size": 9, "color": charts.BRANCH_COLORS[
+                                     i % len(charts.BRANCH_COLORS)]}))
+    if not cost:
+        fig.update_yaxes(tickformat=".0%")
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0,
+                              "xanchor": "left"}, margin={"b": 60})
+    return fig
+
+
+def confusion_figure(matrix, class_names, title: str) -> go.Figure:
+    fig = charts.new_figure(title, "true class", x_title="predicted class", height=360)
+    names = list(class_names)
+    fig.add_trace(go.Heatmap(z=matrix, x=names, y=names, colorscale="Blues", showscale=False,
+                             texttemplate="%{z}", textfont={"size": 10},
+                             hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return fig
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Plotly figures built from snapshot arrays: no numerics beyond slicing.
+
+Every curve is cut to the chosen window of steps and reduced to at most ``MAX_POINTS``
+points by :func:`dlcore.downsample.downsample` (min-max buckets, so spikes stay
+visible). Every chart over steps gets the same event markers: a vertical line per
+hyperparameter change, checkpoint and rollback, with a hoverable symbol at its top.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from dlcore.downsample import downsample, smooth
+from pages.shared.ui import describe_changes
+
+MAX_POINTS = 2000
+#: Above this many raw points the smoothed cost is computed on the downsampled curve.
+SMOOTH_RAW_LIMIT = 100_000
+#: At most this many event lines per chart (the newest); more would hide the curves.
+MAX_EVENT_LINES = 200
+CLASS_COLORS = qualitative.D3 + qualitative.Pastel
+BRANCH_COLORS = qualitative.Plotly
+
+EVENT_STYLES = {
+    "change": {"label": "hyperparameter change", "color": "#8e44ad", "symbol": "triangle-down",
+               "dash": "dash", "width": 1.5},
+    "checkpoint": {"label": "checkpoint", "color": "#5d8aa8", "symbol": "diamond",
+                   "dash": "dot", "width": 1},
+    "rollback": {"label": "rollback", "color": "#e67e22", "symbol": "triangle-left",
+                 "dash": "dashdot", "width": 2},
+    "divergence": {"label": "divergence", "color": "#c0392b", "symbol": "x",
+                   "dash": "solid", "width": 2},
+    "error": {"label": "error", "color": "#c0392b", "symbol": "x", "dash": "solid", "width": 2},
+}
+
+
+# ---------------------------------------------------------------------------
+# Windows and traces
+# ---------------------------------------------------------------------------
+
+
+def first_step_shown(history: Mapping, window: int | None) -> int | None:
+    """The first step inside the window "last ``window`` steps" (None: everything)."""
+    steps = history["step"]
+    if not window or not len(steps):
+        return None
+    return int(steps[-1]) - window + 1
+
+
+def start_index(steps: Sequence, first_step: int | None) -> int:
+    """Index of the first entry of ``steps`` (sorted) that is ≥ ``first_step``."""
+    return 0 if first_step is None else bisect_left(steps, first_step)
+
+
+def index_until(steps: Sequence, last_step: int) -> int:
+    """How many entries of ``steps`` (sorted) are ≤ ``last_step``."""
+    return bisect_right(steps, last_step)
+
+
+def new_figure(title: str, y_title: str, x_title: str = "step", height: int = 300,
+               log_y: bool = False) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(
+        title={"text": title, "x": 0, "font": {"size": 15}},
+        height=height,
+        margin={"l": 10, "r": 10, "t": 48, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1,
+                "font": {"size": 11}},
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        yaxis_type="log" if log_y else "linear",
+        uirevision=title,  # keep zoom while the chart refreshes
+    )
+    return fig
+
+
+def add_line(fig: go.Figure, x, y, name: str, **style) -> None:
+    """A downsampled line trace (≤ MAX_POINTS points, spikes kept)."""
+    x, y = downsample(x, y, MAX_POINTS)
+    # SVG, not WebGL: a live chart is redrawn every second, and browsers cap WebGL contexts.
+    fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines", **style))
+
+
+def add_empty_note(fig: go.Figure, text: str) -> None:
+    fig.update_xaxes(range=[-5, 100])  # steps to come, not plotly's default −1 … 1
+    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                       font={"size": 13, "color": "gray"})
+
+
+# ---------------------------------------------------------------------------
+# Event markers
+# ---------------------------------------------------------------------------
+
+
+def describe_event(event: Mapping) -> str:
+    step, kind = event["step"], event["kind"]
+    if kind == "change":
+        return f"step {step} · change: {describe_changes(event['changes'])}"
+    if kind == "checkpoint":
+        note = f": {event['note']}" if event.get("note") else ""
+        return f"step {step} · checkpoint {event['checkpoint']} ({event['checkpoint_kind']}){note}"
+    if kind == "rollback":
+        return f"step {step} · rollback to {event['checkpoint']} → branch {event['branch']}"
+    if kind == "divergence":
+        return f"step {step} · diverged: {event['cause']}"
+    if kind == "error":
+        return f"step {step} · error: {event.get('message', '')}"
+    return f"step {step} · {kind}"
+
+
+def add_event_markers(fig: go.Figure, events: Sequence[Mapping], first_step=None) -> None:
+    """Vertical lines for change/checkpoint/rollback (and divergence/error) events.
+
+    The hover text sits on a symbol at the top of each line, drawn on a hidden second
+    y-axis (0..1), so it works on linear and log charts alike.
+    """
+    shown = [e for e in events if e["kind"] in EVENT_STYLES
+             and (first_step is None or e["step"] >= first_step)][-MAX_EVENT_LINES:]
+    if not shown:
+        return
+    fig.update_layout(yaxis2={"overlaying": "y", "range": [0, 1], "visible": False,
+                              "fixedrange": True})
+    shapes = list(fig.layout.shapes)
+    for kind, style in EVENT_STYLES.items():
+        group = [e for e in shown if e["kind"] == kind]
+        if not group:
+            continue
+        for event in group:
+            shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": event["step"],
+                           "x1": event["step"], "y0": 0, "y1": 1, "layer": "below",
+                           "line": {"color": style["color"], "width": style["width"],
+                                    "dash": style["dash"]}})
+        fig.add_trace(go.Scatter(
+            x=[e["step"] for e in group], y=[0.97] * len(group), yaxis="y2", mode="markers",
+            name=style["label"], legendgroup="events", showlegend=False, cliponaxis=False,
+            marker={"symbol": style["symbol"], "size": 10, "color": style["color"]},
+            hovertext=[describe_event(e) for e in group], hoverinfo="text",
+            meta={"events": kind},
+        ))
+    fig.update_layout(shapes=shapes)
+
+
+EVENTS_CAPTION = ("Markers: ▼ purple dashed = hyperparameter change, ◆ blue dotted = checkpoint, "
+                  "◀ orange = rollback, ✕ red = divergence. Hover the symbol at the top of a "
+                  "line for details.")
+
+
+# ---------------------------------------------------------------------------
+# The live page's charts
+# ---------------------------------------------------------------------------
+
+
+def cost_figure(history: Mapping, events, window: int | None, log_y: bool,
+                other_branches: Sequence[tuple[int, Mapping, int]] = ()) -> go.Figure:
+    """Mini-batch cost J per step, raw and smoothed; other branches faint behind it.
+
+    other_branches: (number, history, fork_step); each is drawn from its fork on.
+    """
+    fig = new_figure("Cost J per step (mini-batch)", "J", log_y=log_y)
+    first = first_step_shown(history, window)
+    for number, branch_history, fork_step in other_branches:
+        b_steps = branch_history["step"]
+        b_start = max(index_until(b_steps, fork_step), start_index(b_steps, first))
+        if b_start < len(b_steps):
+            add_line(fig, b_steps[b_start:], branch_history["cost"][b_start:],
+                     f"branch {number}", opacity=0.35, legendgroup="branches",
+                     line={"width": 1, "color": BRANCH_COLORS[number % len(BRANCH_COLORS)]})
+    steps = history["step"]
+    start = start_index(steps, first)
+    x, y = steps[start:], history["cost"][start:]
+    if not len(x):
+        add_empty_note(fig, "No steps yet: press Start or Step")
+    else:
+        add_line(fig, x, y, "J (raw)", line={"width": 1, "color": "rgba(31, 119, 180, 0.35)"})
+        smooth_style = {"width": 2.5, "color": "#1f77b4"}
+        if len(y) <= SMOOTH_RAW_LIMIT:
+            add_line(fig, x, smooth(y), "J (smoothed, β = 0.98)", line=smooth_style)
+        else:  # smoothing a million raw points each second is too slow for a live view
+            xs, ys = downsample(x, y, MAX_POINTS)
+            fig.add_trace(go.Scatter(x=xs, y=smooth(ys), name="J (smoothed)", mode="lines",
+                                     line=smooth_style))
+    add_event_markers(fig, events, first)
+    return fig
+
+
+def accuracy_figure(history: Mapping, events, window: int | None) -> go.Figure:
+    fig = new_figure("Accuracy per evaluation (inference mode)", "accuracy")
+    first = first_step_shown(history, window)
+    eval_steps = history["eval_step"]
+    start = start_index(eval_steps, first)
+    x = eval_steps[start:]
+    for name, label, color in (("train_accuracy", "train", "#2ca02c"),
+                               ("dev_accuracy", "dev", "#d62728")):
+        xs, ys = downsample(x, history[name][start:], MAX_POINTS)
+        fig.add_trace(go.Scatter(x=xs, y=ys, name=label, line={"color": color, "width": 2},
+                                 mode="lines+markers" if len(xs) < 60 else "lines",
+                                 marker={"size": 5}))
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
+    add_event_markers(fig, events, first)
+    return fig
+
+
+def alpha_figure(history: Mapping, events, window: int | None) -> go.Figure:
+    fig = new_figure("Learning rate α per step", "α", log_y=True)
+    first = first_step_shown(history, window)
+    steps = history["step"]
+    start = start_index(steps, first)
+    if len(steps):
+        add_line(fig, steps[start:], history["lr"][start:], "α",
+                 line={"color": "#ff7f0e", "width": 2})
+    else:
+        add_empty_note(fig, "No steps yet")
+    add_event_markers(fig, events, first)
+    return fig
+
+
+def update_ratio_figure(history: Mapping, layers: Sequence[str], events,
+                        window: int | None) -> go.Figure:
+    """‖ΔW‖/‖W‖ per dense layer; around 1e-3 is the usual healthy value."""
+    fig = new_figure("Update-to-weight ratio ‖ΔW‖ / ‖W‖ per layer", "ratio", log_y=True)
+    first = first_step_shown(history, window)
+    steps = history["step"]
+    start = start_index(steps, first)
+    if not len(steps):
+        add_empty_note(fig, "No steps yet")
+        add_event_markers(fig, events, first)
+        return fig
+    for i, layer in enumerate(layers):
+        column = history.get(f"update_ratio/{layer}")
+        if column is not None:
+            add_line(fig, steps[start:], column[start:], layer,
+                     line={"width": 1.5, "color": BRANCH_COLORS[i % len(BRANCH_COLORS)]})
+    fig.add_hline(y=1e-3, line={"dash": "dash", "color": "gray", "width": 1})
+    # On a log axis an annotation's y is log10 of the value (a plotly.js convention).
+    fig.add_annotation(x=0, xref="paper", y=-3, yref="y", text="1e-3 (rule of thumb)",
+                       showarrow=False, xanchor="left", yanchor="bottom",
+                       bgcolor="rgba(255, 255, 255, 0.8)", font={"size": 10, "color": "gray"})
+    add_event_markers(fig, events, first)
+    return fig
+
+
+def decision_region_figure(grid: Mapping, class_names: Sequence[str],
+                           max_points: int = 1500) -> go.Figure:
+    """Predicted class over the plane (background) and the training points (dots)."""
+    n = len(class_names)
+    colors = [CLASS_COLORS[c % len(CLASS_COLORS)] for c in range(n)]
+    # A stepwise colour scale: class c gets colors[c] on [c/n, (c+1)/n].
+    scale = []
+    for c, color in enumerate(colors):
+        scale += [[c / n, color], [(c + 1) / n, color]]
+    fig = new_figure("Decision regions (training points)", "x₂", x_title="x₁", height=420)
+    fig.add_trace(go.Heatmap(x=grid["x"], y=grid["y"], z=grid["classes"], colorscale=scale,
+                             zmin=-0.5, zmax=n - 0.5, opacity=0.35, showscale=False,
+                             hoverinfo="skip", zsmooth=False))
+    points, labels = grid["points"], grid["labels"]
+    stride = max(1, len(labels) // max_points)
+    fig.add_trace(go.Scatter(
+        x=points[::stride, 0], y=points[::stride, 1], mode="markers", name="training points",
+        marker={"color": labels[::stride], "colorscale": scale, "cmin": -0.5, "cmax": n - 0.5,
+                "size": 6, "line": {"width": 0.5, "color": "white"}},
+        text=[class_names[int(c)] for c in labels[::stride]],
+        hovertemplate="class %{text}<br>(%{x:.2f}, %{y:.2f})<extra></extra>", showlegend=False))
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def heatmap_figure(z, x, y, title: str, x_title: str, y_title: str, colorscale="Viridis",
+                   height: int = 320, zmid=None, colorbar_title: str = "") -> go.Figure:
+    fig = new_figure(title, y_title, x_title=x_title, height=height)
+    fig.add_trace(go.Heatmap(z=z, x=x, y=y, colorscale=colorscale, zmid=zmid,
+                             colorbar={"title": {"text": colorbar_title}, "thickness": 12}))
+    return fig

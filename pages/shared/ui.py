@@ -1,0 +1,229 @@
+"""Streamlit pieces every page uses: commands with error reporting, alerts, live refresh.
+
+Commands are sent from button callbacks, so the rerun that follows already shows their
+effect. An error a user can cause (``ValueError`` from the Trainer) becomes a message
+on the page and leaves the run as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import streamlit as st
+
+from dlcore.trainer import Snapshot, Trainer
+from pages.shared.engine import holder
+
+#: How often a live view refreshes while training runs.
+LIVE_REFRESH_SECONDS = 1.0
+
+STATUS_BADGES = {
+    "idle": ("idle · ready to start", "blue", ":material/hourglass_empty:"),
+    "running": ("running", "green", ":material/play_arrow:"),
+    "paused": ("paused", "gray", ":material/pause:"),
+    "diverged": ("diverged", "orange", ":material/warning:"),
+    "error": ("error", "red", ":material/error:"),
+    "stopped": ("stopped", "gray", ":material/stop:"),
+}
+
+HPARAM_LABELS = {
+    "lr": "α",
+    "optimizer": "optimizer",
+    "beta": "β",
+    "beta1": "β₁",
+    "beta2": "β₂",
+    "eps": "ε",
+    "schedule": "schedule",
+    "schedule_params": "schedule parameters",
+    "batch_size": "mini-batch size",
+    "l2": "L2 λ",
+    "keep_prob": "keep-prob",
+    "bn_momentum": "BN β",
+    "eval_every": "evaluate every",
+}
+
+
+def page_start(title: str, heading: str | None = None,
+               sidebar_width: int | None = None) -> tuple[Trainer, Snapshot]:
+    """Page config, title and run caption; returns the run's Trainer and a snapshot."""
+    st.set_page_config(page_title=f"{title} · Panda", page_icon="🐼", layout="wide",
+                       initial_sidebar_state=sidebar_width or "auto")
+    trainer = holder().trainer
+    snapshot = trainer.snapshot()
+    st.title(heading or title, anchor=False)
+    st.caption(run_caption(snapshot))
+    return trainer, snapshot
+
+
+def messages(trainer: Trainer, snapshot: Snapshot) -> None:
+    """Messages from the last commands, then the run's alerts."""
+    show_flashes()
+    run_alerts(trainer, snapshot)
+
+
+# ---------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------
+
+
+def format_number(value) -> str:
+    """Compact and exact enough for hyperparameters: 0.001, 3.16e-05, 64, adam."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (dict, tuple, list)) or hasattr(value, "items"):
+        items = value.items() if hasattr(value, "items") else enumerate(value)
+        return "{" + ", ".join(f"{k}={format_number(v)}" for k, v in items) + "}" if items else "{}"
+    return str(value)
+
+
+def format_percent(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def describe_changes(changes) -> str:
+    """``{"lr": (old, new)}`` as "α 0.001 → 0.01"."""
+    return ", ".join(f"{HPARAM_LABELS.get(key, key)} {format_number(old)} → {format_number(new)}"
+                     for key, (old, new) in changes.items())
+
+
+# ---------------------------------------------------------------------------
+# Messages that survive the rerun a callback causes
+# ---------------------------------------------------------------------------
+
+
+def flash(kind: str, message: str, channel: str = "main") -> None:
+    """Queue a message ("error", "warning", "success", "info") for this session's next run.
+
+    ``channel`` says where it shows: "main" near the run controls, or a panel's own name.
+    """
+    st.session_state.setdefault(f"flash_{channel}", []).append((kind, message))
+
+
+def show_flashes(channel: str = "main") -> None:
+    for kind, message in st.session_state.pop(f"flash_{channel}", []):
+        getattr(st, kind)(message)
+
+
+def run_command(action: Callable, *args, **kwargs) -> tuple[bool, object]:
+    """Call a Trainer method: ``(True, result)``, or ``(False, None)`` after showing why.
+
+    A ValueError is a user's mistake (bad value, unknown checkpoint): the Trainer checked
+    it before doing anything, so the run is as it was.
+    """
+    try:
+        return True, action(*args, **kwargs)
+    except ValueError as error:
+        flash("error", str(error))
+    except (RuntimeError, TimeoutError) as error:
+        flash("error", f"The command did not reach the run: {error}. "
+                       "The page now shows the current run; try again.")
+    return False, None
+
+
+def wait_until(trainer: Trainer, settled: Callable[[Snapshot], bool], timeout: float = 1.0):
+    """Poll snapshots until ``settled`` (or the timeout): the rerun then shows the effect."""
+    deadline = time.monotonic() + timeout
+    snapshot = trainer.snapshot()
+    while not settled(snapshot) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        snapshot = trainer.snapshot()
+    return snapshot
+
+
+# ---------------------------------------------------------------------------
+# Status, alerts, live refresh
+# ---------------------------------------------------------------------------
+
+
+def status_badge(status: str) -> None:
+    label, color, icon = STATUS_BADGES.get(status, (status, "gray", None))
+    st.badge(label, color=color, icon=icon)
+
+
+def run_caption(snapshot: Snapshot) -> str:
+    config, data = snapshot.config, snapshot.dataset
+    sizes = " → ".join(str(n) for n in (data["n_features"], *config["hidden"], data["n_classes"]))
+    bn = "BatchNorm" if config["batchnorm"] else "no BatchNorm"
+    return (f"Run **{snapshot.run_id}** · branch {snapshot.branch} · data **{data['name']}** "
+            f"({data['n_train']} train / {data['n_dev']} dev) · {sizes} · "
+            f"{config['activation']} · {bn} · {config['dtype']}")
+
+
+def run_alerts(trainer: Trainer, snapshot: Snapshot) -> None:
+    """What must never be missed: worker errors, divergence, a notice from opening the run."""
+    notice = holder().notice
+    if notice:
+        st.warning(notice)
+    if snapshot.error:
+        st.error(f"**The training thread hit an error** (status: {snapshot.status}): "
+                 f"{snapshot.error}. The run is paused at step {snapshot.step}; "
+                 "Start tries again, or roll back to a checkpoint.")
+        if snapshot.error_traceback:
+            with st.expander("Traceback"):
+                st.code(snapshot.error_traceback, language="text")
+    if snapshot.status == "diverged" and snapshot.divergence:
+        divergence_banner(trainer, snapshot.divergence)
+    if snapshot.status == "stopped":
+        st.warning("This run is stopped. Start a new run or reopen a saved one.")
+
+
+def divergence_banner(trainer: Trainer, divergence) -> None:
+    good = divergence.get("last_good_checkpoint")
+    with st.container(border=True):
+        st.error(f"**Training diverged at step {divergence['step']}**: {divergence['cause']}. "
+                 "It was paused before that step changed anything, so no bad value was saved.",
+                 icon=":material/warning:")
+        alpha_key = f"divergence_alpha_{divergence['step']}"
+        left, right = st.columns([1, 2], vertical_alignment="bottom")
+        left.number_input("New learning rate α after the rollback", key=alpha_key,
+                          value=0.5 * float(divergence["alpha"]), min_value=1e-12,
+                          format="%.3e", step=None,
+                          help="Pre-filled with half the α that diverged.")
+        right.button("Roll back to last good checkpoint", type="primary", disabled=good is None,
+                     on_click=_rollback_after_divergence, args=(trainer, good, alpha_key),
+                     help=f"Restore {good} (continues on a new branch), then set α.")
+
+
+def _rollback_after_divergence(trainer: Trainer, checkpoint_id: str, alpha_key: str) -> None:
+    ok, branch = run_command(trainer.rollback, checkpoint_id)
+    if not ok:
+        return
+    alpha = st.session_state[alpha_key]
+    try:
+        trainer.update(lr=alpha)
+    except ValueError as error:
+        flash("error", f"Rolled back to {checkpoint_id} (branch {branch}), but α stayed as it "
+                       f"was: {error}")
+        return
+    wait_until(trainer, lambda s: s.hparams["lr"] == alpha)
+    flash("success", f"Rolled back to {checkpoint_id}; continuing on branch {branch} with "
+                     f"α = {alpha:.3g}. Press Start to train.")
+
+
+def live_run_every(status: str) -> float | None:
+    """A live view refreshes only while training runs."""
+    return LIVE_REFRESH_SECONDS if status == "running" else None
+
+
+def live_view(render: Callable[[Snapshot], None], trainer: Trainer, status: str,
+              run_every: float | None = None) -> None:
+    """Render ``render(snapshot)`` in a fragment that reruns on its own while training runs.
+
+    When the status changes under a live view (a Step ×100 finishes, the run diverges),
+    the whole page reruns so controls, alerts and the refresh rate follow.
+    """
+    every = run_every if run_every is not None else live_run_every(status)
+
+    @st.fragment(run_every=every)
+    def view():
+        snapshot = trainer.snapshot()
+        if snapshot.status != status:
+            st.rerun(scope="app")
+        render(snapshot)
+
+    view()

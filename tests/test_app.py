@@ -1,0 +1,218 @@
+"""AppTest of the live training page (app.py): what it shows and what its controls do.
+
+AppTest never fires ``run_every``; the Trainer trains in its own thread, so a test polls
+the snapshot until the worker is done and then reruns the page.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+
+def metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def event_markers(spec: dict) -> list[dict]:
+    """The traces that carry event hover texts (drawn on the hidden second y-axis)."""
+    return [trace for trace in spec["data"] if trace.get("yaxis") == "y2"]
+
+
+def test_fresh_folder_opens_a_default_run_at_step_zero(panda):
+    at = panda.run()
+    assert metric(at, "Step") == "0"
+    assert metric(at, "α now") == "0.001"
+    snapshot = panda.trainer().snapshot()
+    assert snapshot.status == "idle"
+    assert snapshot.config["hidden"] == (64, 32) and snapshot.config["batchnorm"]
+    assert snapshot.hparams["optimizer"] == "adam"
+    assert [b.label for b in at.button][:4] == ["Start", "Step ×1", "Step ×10", "Step ×100"]
+    charts = panda.charts(at)
+    assert {"chart_cost", "chart_accuracy", "chart_alpha", "chart_update_ratio"} <= set(charts)
+    assert "chart_decision_regions" not in charts  # digits has 64 features
+
+
+def test_second_start_reopens_the_newest_run(panda):
+    panda.run()
+    first = panda.trainer()
+    first.step(5)
+    panda.wait_for(lambda s: s.step == 5 and s.status == "paused")
+    first.checkpoint("five")
+    import streamlit as st
+
+    st.cache_resource.clear()  # a server restart
+    at = panda.run()
+    assert panda.trainer().run_id == first.run_id
+    assert metric(at, "Step") == "5"
+
+
+def test_step_10_shows_step_10_and_the_cost_curve(panda):
+    at = panda.run()
+    at.button(key="step_10").click().run()
+    panda.wait_for(lambda s: s.step == 10 and s.status == "paused")
+    at.run()
+    assert metric(at, "Step") == "10"
+    cost = panda.charts(at)["chart_cost"]
+    raw = next(t for t in cost["data"] if t["name"] == "J (raw)")
+    assert panda.values(raw["x"]) == list(range(1, 11))
+    assert any(t["name"].startswith("J (smoothed") for t in cost["data"])
+
+
+def test_start_then_pause(panda):
+    at = panda.run()
+    at.button(key="start").click().run()
+    assert panda.trainer().snapshot().status == "running"
+    assert at.button(key="pause").label == "Pause"
+    at.button(key="pause").click().run()
+    snapshot = panda.wait_for(lambda s: s.status == "paused")
+    assert snapshot.step > 0
+    assert at.button(key="start").label == "Start"
+
+
+def test_applying_alpha_changes_the_run_and_marks_every_chart(panda):
+    at = panda.run()
+    at.number_input(key="hp_lr").set_value(0.01)
+    at.button(key="apply").click().run()
+    assert any("α 0.001 → 0.01" in s.value for s in at.success)
+    snapshot = panda.wait_for(lambda s: s.hparams["lr"] == 0.01)
+    change = next(e for e in snapshot.events if e["kind"] == "change")
+    at.run()
+    assert metric(at, "α now") == "0.01"
+    for key in ("chart_cost", "chart_accuracy", "chart_alpha", "chart_update_ratio"):
+        markers = event_markers(panda.charts(at)[key])
+        changes = next(t for t in markers if t["name"] == "hyperparameter change")
+        assert panda.values(changes["x"]) == [change["step"]]
+        assert "α 0.001 → 0.01" in changes["hovertext"][0]
+        shapes = panda.charts(at)[key]["layout"]["shapes"]
+        assert any(s["x0"] == change["step"] and s["yref"] == "paper" for s in shapes)
+
+
+def test_apply_sends_only_changed_keys_and_optimizer_fields_follow_the_choice(panda):
+    at = panda.run()
+    assert {"hp_beta1", "hp_beta2", "hp_eps"} <= {n.key for n in at.number_input}
+    at.selectbox(key="hp_optimizer").set_value("momentum").run()
+    keys = {n.key for n in at.number_input}
+    assert "hp_beta" in keys and not {"hp_beta1", "hp_beta2", "hp_eps"} & keys
+    at.number_input(key="hp_beta").set_value(0.8)
+    at.button(key="apply").click().run()
+    snapshot = panda.wait_for(lambda s: s.hparams["optimizer"] == "momentum")
+    change = next(e for e in snapshot.events if e["kind"] == "change")
+    assert set(change["changes"]) == {"optimizer", "beta"}
+    assert snapshot.hparams["beta"] == 0.8
+
+
+def test_schedule_preview_and_formulas(panda):
+    at = panda.run()
+    at.selectbox(key="hp_schedule").set_value("staircase").run()
+    preview = panda.charts(at)["schedule_preview"]
+    alphas = panda.values(preview["data"][0]["y"])
+    assert alphas[0] == 0.001 and alphas[10] == 0.0005  # factor 0.5 every 10 epochs
+    assert any("factor" in latex.value for latex in at.latex)
+    at.button(key="apply").click().run()
+    snapshot = panda.wait_for(lambda s: s.hparams["schedule"] == "staircase")
+    assert dict(snapshot.hparams["schedule_params"]) == {"factor": 0.5, "every": 10.0}
+
+
+def test_invalid_hyperparameter_shows_an_error_and_leaves_the_run(panda):
+    at = panda.run()
+    at.number_input(key="hp_batch_size").set_value(0)  # below min: the widget refuses it
+    at.run()
+    at.number_input(key="hp_lr").set_value(0.01)
+    at.selectbox(key="hp_schedule").set_value("exponential").run()
+    at.number_input(key="hp_sched_exponential_base").set_value(1.5)  # must be ≤ 1
+    at.button(key="apply").click().run()
+    assert any("base" in e.value for e in at.error)
+    assert panda.trainer().snapshot().hparams["lr"] == 0.001
+
+
+def test_sampling_alpha_fills_the_field(panda):
+    at = panda.run()
+    at.number_input(key="sample_alpha_low").set_value(-3.0)
+    at.number_input(key="sample_alpha_high").set_value(-2.0)
+    at.button(key="draw_alpha").click().run()
+    alpha = at.number_input(key="hp_lr").value
+    assert 1e-3 <= alpha <= 1e-2
+    assert panda.trainer().snapshot().hparams["lr"] == 0.001  # not applied yet
+    at.button(key="draw_beta").click().run()
+    assert 0.9 <= at.number_input(key="hp_beta1").value <= 0.999
+
+
+def test_checkpoint_now_with_a_note(panda):
+    at = panda.run()
+    at.text_input(key="checkpoint_note").input("before the big change")
+    at.button(key="checkpoint_now").click().run()
+    notes = [c["note"] for c in panda.trainer().snapshot().checkpoints]
+    assert "before the big change" in notes
+    assert any("Saved checkpoint" in s.value for s in at.success)
+
+
+def test_invalid_hidden_sizes_show_an_error_and_keep_the_run(panda):
+    at = panda.run()
+    run_id = panda.trainer().run_id
+    at.text_input(key="new_hidden").input("abc")
+    at.button(key="create_run").click().run()
+    assert any("Hidden layer sizes" in e.value for e in at.error)
+    assert panda.trainer().run_id == run_id
+    assert len(list(panda.checkpoint_dir.iterdir())) == 1
+
+
+def test_bad_upload_shows_the_reason_and_keeps_the_run(panda):
+    at = panda.run()
+    run_id = panda.trainer().run_id
+    at.radio(key="new_dataset").set_value("upload").run()
+    at.file_uploader(key="new_upload").upload("numbers.csv", b"1,2,3\n4,5,6\n", "text/csv")
+    at.button(key="create_run").click().run()
+    errors = " ".join(e.value for e in at.error)
+    assert "numbers.csv" in errors and "header" in errors
+    assert panda.trainer().run_id == run_id
+
+
+def test_uploaded_2d_file_starts_a_run_with_decision_regions(panda):
+    at = panda.run()
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-2, 1, (40, 2)), rng.normal(2, 1, (40, 2))])
+    y = np.repeat([0, 1], 40)
+    buffer = io.BytesIO()
+    np.savez(buffer, X=X, y=y)
+    at.radio(key="new_dataset").set_value("upload").run()
+    at.file_uploader(key="new_upload").upload("two_blobs.npz", buffer.getvalue())
+    at.text_input(key="new_hidden").input("8")
+    at.button(key="create_run").click().run()
+    snapshot = panda.trainer().snapshot()
+    assert snapshot.dataset["n_features"] == 2 and snapshot.config["hidden"] == (8,)
+    at.run()
+    regions = panda.charts(at)["chart_decision_regions"]
+    assert [t["type"] for t in regions["data"]] == ["heatmap", "scatter"]
+    assert metric(at, "Step") == "0"
+
+
+def test_divergence_banner_rolls_back_with_half_the_alpha(panda):
+    at = panda.run()
+    trainer = panda.trainer()
+    trainer.update(optimizer="gd", lr=100.0)
+    trainer.step(100)
+    divergence = panda.wait_for(lambda s: s.status == "diverged").divergence
+    at.run()
+    assert any(f"diverged at step {divergence['step']}" in e.value for e in at.error)
+    alpha_input = next(n for n in at.number_input if n.key.startswith("divergence_alpha"))
+    assert alpha_input.value == 50.0
+    next(b for b in at.button if b.label == "Roll back to last good checkpoint").click().run()
+    snapshot = panda.wait_for(lambda s: s.hparams["lr"] == 50.0)
+    assert snapshot.status == "paused" and snapshot.branch == 1
+    assert not any("diverged at step" in e.value for e in at.error)
+
+
+def test_worker_error_is_shown_with_its_traceback(panda):
+    at = panda.run()
+    trainer = panda.trainer()
+    run_dir = Path(trainer.snapshot().checkpoint_dir)
+    shutil.rmtree(run_dir)  # the disk goes away: the pre-change checkpoint can't be written
+    trainer.update(lr=0.01)
+    snapshot = panda.wait_for(lambda s: s.status == "error")
+    at.run()
+    assert any(snapshot.error in e.value for e in at.error)
+    assert any(c.value.strip() == snapshot.error_traceback.strip() for c in at.code)

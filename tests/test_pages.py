@@ -1,0 +1,131 @@
+"""AppTest of the BatchNorm and Checkpoints pages."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+BATCHNORM = "pages/1_BatchNorm.py"
+CHECKPOINTS = "pages/2_Checkpoints.py"
+
+
+def trained(panda, steps: int = 100):
+    """The default run after ``steps`` steps (evaluated every 50)."""
+    panda.run()
+    panda.trainer().step(steps)
+    return panda.wait_for(lambda s: s.step == steps and s.status == "paused")
+
+
+def dataframe(at, column: str):
+    """The table with this column (st.dataframe keeps no key without a selection)."""
+    return next(df.value for df in at.dataframe if column in df.value.columns)
+
+
+def test_batchnorm_page_shows_heatmaps_per_unit_and_step(panda):
+    trained(panda)
+    at = panda.run(BATCHNORM)
+    charts = panda.charts(at)
+    heatmap = charts["bn_running_mean_heatmap"]
+    assert "bn1" in heatmap["layout"]["title"]["text"]
+    trace = heatmap["data"][0]
+    assert trace["type"] == "heatmap"
+    assert panda.values(trace["x"]) == [0, 50, 100]  # one column per evaluation
+    assert len(panda.values(trace["z"])) == 64  # one row per unit of bn1
+    assert {"bn_running_var_heatmap", "bn_units_mean", "bn_error_var", "bn_gamma_beta",
+            "bn_accuracy_modes"} <= set(charts)
+    names = {t["name"] for t in charts["bn_units_mean"]["data"]}
+    assert {"unit 0 running", "unit 0 mini-batch", "unit 0 population"} <= names
+    assert any("test time" in m.value for m in at.markdown)
+
+
+def test_batchnorm_page_follows_the_chosen_layer(panda):
+    trained(panda, 50)
+    at = panda.run(BATCHNORM)
+    at.segmented_control(key="bn_layer").set_value("bn2").run()
+    heatmap = panda.charts(at)["bn_running_var_heatmap"]
+    assert "bn2" in heatmap["layout"]["title"]["text"]
+    assert len(panda.values(heatmap["data"][0]["z"])) == 32
+
+
+def test_batchnorm_page_says_so_when_the_run_has_none(panda):
+    at = panda.run()
+    at.toggle(key="new_batchnorm").set_value(False)
+    at.button(key="create_run").click().run()
+    at = panda.run(BATCHNORM)
+    assert any("no BatchNorm" in i.value for i in at.info)
+    assert not panda.charts(at)
+
+
+def test_checkpoints_page_lists_compares_and_rolls_back(panda):
+    trained(panda)
+    trainer = panda.trainer()
+    manual = trainer.checkpoint("after 100 steps")
+    at = panda.run(CHECKPOINTS)
+    table = dataframe(at, "kind")
+    assert list(table["id"]) == [manual, "ckpt-000000"]
+    assert list(table["note"])[0] == "after 100 steps"
+    tree = panda.charts(at)["branch_tree"]
+    assert {t.get("name") for t in tree["data"]} >= {"initial", "manual"}
+
+    at.multiselect(key="compare_ids").set_value([manual, "ckpt-000000"]).run()
+    metrics = dataframe(at, "train cost")
+    assert list(metrics["id"]) == [manual, "ckpt-000000"]
+    assert metrics["dev accuracy"].iloc[0] > metrics["dev accuracy"].iloc[1]
+    assert {"compare_cost", "compare_accuracy", f"confusion_{manual}"} <= set(panda.charts(at))
+    distance = dataframe(at, "‖θa − θb‖")
+    assert distance["‖θa − θb‖"].iloc[0] > 0
+
+    at.selectbox(key="action_checkpoint").set_value("ckpt-000000")
+    at.button(key="rollback").click().run()
+    assert any("branch 1" in s.value for s in at.success)
+    snapshot = trainer.snapshot()
+    assert snapshot.branch == 1 and snapshot.step == 0
+    tree = panda.charts(at)["branch_tree"]
+    assert "branch 1" in tree["layout"]["yaxis"]["ticktext"]
+
+
+def test_delete_asks_for_confirmation_and_spares_the_current_checkpoint(panda):
+    trained(panda, 10)
+    trainer = panda.trainer()
+    first = trainer.checkpoint("first")
+    trainer.checkpoint("second")  # the run now stands on this one
+    at = panda.run(CHECKPOINTS)
+    at.selectbox(key="action_checkpoint").set_value(first).run()
+    assert at.button(key="delete").disabled
+    at.checkbox(key="confirm_delete").check().run()
+    at.button(key="delete").click().run()
+    assert first not in [c["id"] for c in trainer.snapshot().checkpoints]
+    assert first not in list(dataframe(at, "kind")["id"])
+    at.selectbox(key="action_checkpoint").set_value(trainer.snapshot().last_good_checkpoint).run()
+    assert at.checkbox(key="confirm_delete").disabled and at.button(key="delete").disabled
+
+
+def test_the_list_follows_the_disk(panda):
+    trained(panda, 10)
+    trainer = panda.trainer()
+    extra = trainer.checkpoint("to be removed by someone else")
+    at = panda.run(CHECKPOINTS)
+    assert extra in list(dataframe(at, "kind")["id"])
+    run_dir = Path(trainer.snapshot().checkpoint_dir)
+    # Another process: removes one checkpoint, copies another under a new name, drops junk.
+    (run_dir / f"{extra}.npz").unlink()
+    shutil.copy(run_dir / "ckpt-000000.npz", run_dir / "ckpt-000090.npz")
+    (run_dir / "ckpt-000091.npz").write_bytes(b"not a checkpoint")
+    (run_dir / ".ckpt-000092.npz.tmp-1").write_bytes(b"half written")
+    at.run()
+    ids = list(dataframe(at, "kind")["id"])
+    assert extra not in ids and "ckpt-000000" in ids
+    damaged = dataframe(at, "reason")
+    assert set(damaged["file"]) == {"ckpt-000090.npz", "ckpt-000091.npz"}
+    assert all(damaged["reason"].str.len() > 0)
+
+
+def test_pages_show_divergence_too(panda):
+    panda.run()
+    trainer = panda.trainer()
+    trainer.update(optimizer="gd", lr=100.0)
+    trainer.step(50)
+    panda.wait_for(lambda s: s.status == "diverged")
+    for page in (BATCHNORM, CHECKPOINTS):
+        at = panda.run(page)
+        assert any("diverged at step" in e.value for e in at.error)
