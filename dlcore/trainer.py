@@ -29,6 +29,7 @@ branch's own rows are one contiguous block.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import math
@@ -71,6 +72,8 @@ RUN_SETTINGS = ("speed_limit", "autopilot")
 # BatchNorm history rows (units × statistics each) kept per branch; older rows
 # are thinned to every other one when the limit is reached.
 MAX_BN_HISTORY_ROWS = 2048
+# β of the bias-corrected running average of the cost kept beside the raw cost.
+COST_SMOOTHING = 0.98
 
 
 # ---------------------------------------------------------------------------
@@ -159,7 +162,11 @@ def _number(name, value, low=None, high=None, low_open=False, high_open=False, i
     """Check one numeric hyperparameter; returns it as float (or int)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(float(value)):
+    try:
+        finite = math.isfinite(float(value))
+    except OverflowError:  # an int beyond float's range, e.g. 10**400
+        finite = False
+    if not finite:
         raise ValueError(f"{name} must be finite, got {value!r}")
     if integer and float(value) != int(value):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
@@ -187,7 +194,7 @@ def validate_hparams(changes: Mapping, current: Mapping, n_train: int) -> dict:
     out = {}
     for key, value in changes.items():
         if key == "optimizer":
-            if value not in OPTIMIZER_HPARAMS:
+            if not isinstance(value, str) or value not in OPTIMIZER_HPARAMS:  # [] is unhashable
                 raise ValueError(f"optimizer must be one of {list(OPTIMIZER_HPARAMS)}, got {value!r}")
         elif key == "lr":
             value = _number("lr (α)", value, 0, low_open=True)
@@ -221,13 +228,16 @@ def validate_hparams(changes: Mapping, current: Mapping, n_train: int) -> dict:
         out[key] = value
     merged = {**current, **out}
     # The schedule and optimizer must build with the merged values.
-    if "schedule" in out or "schedule_params" in out:
-        if "schedule" in out and "schedule_params" not in out:
-            merged["schedule_params"] = {}
-            out["schedule_params"] = {}
-        make_schedule(merged["schedule"], **merged["schedule_params"])
-    if out.keys() & {"optimizer", "lr", "beta", "beta1", "beta2", "eps"}:
-        _build_optimizer(merged)
+    try:
+        if "schedule" in out or "schedule_params" in out:
+            if "schedule" in out and "schedule_params" not in out:
+                merged["schedule_params"] = {}
+                out["schedule_params"] = {}
+            make_schedule(merged["schedule"], **merged["schedule_params"])
+        if out.keys() & {"optimizer", "lr", "beta", "beta1", "beta2", "eps"}:
+            _build_optimizer(merged)
+    except (TypeError, OverflowError) as error:  # e.g. {1: 0.5} as parameters, or 10**400
+        raise ValueError(f"invalid schedule or optimizer settings: {error}") from None
     always = ("lr", "carry_moments", *RUN_SETTINGS)
     return {k: v for k, v in out.items() if k in always or current.get(k) != v}
 
@@ -362,7 +372,22 @@ class _Branch:
 
 
 class Trainer:
-    """One training run, steered live. See the module docstring."""
+    """One training run, steered live. See the module docstring.
+
+    When a write fails (disk full, I/O error), every earlier checkpoint stays as it was,
+    no temporary file is left, and (docs/RELIABILITY.md):
+
+    - a periodic checkpoint: training stops, status "error" with the message; the step
+      stands in the history, and start() resumes (the next checkpoint retries);
+    - ``checkpoint()``: the OSError is raised to the caller; the run carries on;
+    - ``update()``: its pre-change checkpoint failing means no part of the change applies
+      (run settings included); status "error" with the message;
+    - ``rollback()``: saving the branch being left fails -> OSError, nothing changed; the
+      new branch's first checkpoint fails -> the rollback stands, status "error";
+    - ``stop()``: the final checkpoint fails -> "stopped" with the error; reopening
+      resumes from the last checkpoint written;
+    - ``Trainer(...)``: the error is raised and no run folder is left behind.
+    """
 
     # -- creation ----------------------------------------------------------
 
@@ -379,19 +404,27 @@ class Trainer:
             self._run_dir = self._checkpoint_dir / run_id
         else:
             self.run_id = run_id or _new_run_id(self._checkpoint_dir)
-            if not ckptio.RUN_ID.match(self.run_id):
+            if not isinstance(self.run_id, str) or not ckptio.RUN_ID.match(self.run_id):
                 raise ValueError(f"run id {self.run_id!r} may only hold letters, digits, '_', '.', '-'")
             self._run_dir = self._checkpoint_dir / self.run_id
             self._run_dir.mkdir(parents=True, exist_ok=False)
-            config = self._adopt_dataset_file(config)
-            (self._run_dir / "journal").mkdir()
-            _write_json_atomic(self._run_dir / "run.json", {"config": config.to_dict()})
-        self.config = config
-        self._setup(config)
-        if not _restore:
-            self._evaluate()
-            self._write_checkpoint("initial", "")
-            self._status = "idle"
+        try:
+            if not _restore:
+                config = self._adopt_dataset_file(config)
+                (self._run_dir / "journal").mkdir()
+            self.config = config
+            self._setup(config)
+            if not _restore:
+                self._evaluate()
+                self._write_checkpoint("initial", "")
+                # Last: list_runs only sees folders with a run.json, so a run that failed
+                # or was killed before its first checkpoint is never the one open() picks.
+                _write_json_atomic(self._run_dir / "run.json", {"config": config.to_dict()})
+                self._status = "idle"
+        except BaseException:
+            if not _restore:
+                shutil.rmtree(self._run_dir, ignore_errors=True)
+            raise
         self._start_thread()
 
     def _adopt_dataset_file(self, config: RunConfig) -> RunConfig:
@@ -405,7 +438,8 @@ class Trainer:
             raise ValueError(f"data file {str(source)!r} does not exist")
         # Validate before copying, so a bad file leaves no run behind.
         try:
-            prepare_dataset(str(source), seed=config.seed, dev_fraction=config.dev_fraction)
+            prepare_dataset(str(source), seed=config.seed, dev_fraction=config.dev_fraction,
+                            **config.dataset_params)  # max_bytes: refused before the copy
         except ValueError:
             shutil.rmtree(self._run_dir, ignore_errors=True)
             raise
@@ -463,7 +497,8 @@ class Trainer:
     def _step_schema(self) -> dict:
         # Compact where precision is not at stake: 10⁶ steps stay well under 100 MB.
         schema = {"step": (np.int64, ()), "epoch": (np.int32, ()), "cost": (np.float64, ()),
-                  "lr": (np.float64, ()), "grad_norm": (np.float32, ())}
+                  "cost_smoothed": (np.float64, ()), "lr": (np.float64, ()),
+                  "grad_norm": (np.float32, ())}
         for key in self._net.weight_keys:
             schema[f"update_ratio/{key.split('.')[0]}"] = (np.float32, ())
         return schema
@@ -522,7 +557,7 @@ class Trainer:
             if not runs:
                 raise FileNotFoundError(f"no run in {str(checkpoint_dir)!r}")
             run_id = runs[-1]
-        if not ckptio.RUN_ID.match(run_id):
+        if not isinstance(run_id, str) or not ckptio.RUN_ID.match(run_id):
             raise ValueError(f"run id {run_id!r} may only hold letters, digits, '_', '.', '-'")
         run_dir = checkpoint_dir / run_id
         try:
@@ -603,20 +638,28 @@ class Trainer:
         note = _clean_note(note)
         return self._send("checkpoint", note, wait=True)
 
-    def rollback(self, checkpoint_id: str) -> int:
+    def rollback(self, checkpoint_id: str, **hparams) -> int:
         """Restore a checkpoint's complete state and continue on a new branch.
 
-        Returns the new branch's number. The run is paused afterwards. Raises
-        ValueError for an unknown id or a file that no longer loads.
+        ``hparams`` (as for :meth:`update`) apply on the new branch at once, in
+        the same command: e.g. ``rollback(last_good, lr=alpha / 2)`` after a
+        divergence. Returns the new branch's number. The run is paused
+        afterwards. Raises ValueError for an unknown id, a file that no longer
+        loads or a bad hyperparameter; nothing changes then.
         """
         path = self._checkpoint_path(checkpoint_id)
         try:
             arrays, meta = self._read_checkpoint(path)
         except ckptio.CheckpointError as error:
             with self._lock:
-                self._damaged.append({"file": path.name, "reason": str(error)})
+                if all(d["file"] != path.name for d in self._damaged):  # once per file
+                    self._damaged.append({"file": path.name, "reason": str(error)})
             raise ValueError(f"cannot roll back to {checkpoint_id}: {error}") from None
-        return self._send("rollback", (arrays, meta), wait=True)
+        if hparams:
+            settings = {**self.config.initial_hparams(), **meta["info"]["hparams"],
+                        **{name: getattr(self, f"_{name}") for name in RUN_SETTINGS}}
+            validate_hparams(hparams, settings, len(self.data.y_train))
+        return self._send("rollback", (arrays, meta, hparams), wait=True)
 
     def export_state(self, checkpoint_id: str | None = None) -> tuple[dict, dict]:
         """A copy of the complete training state: the live one, taken between two
@@ -777,7 +820,9 @@ class Trainer:
         while True:
             training = self._status == "running"
             try:
-                timeout = self._seconds_until_next_step() if training else 0.5
+                # Waits at most 1 s at a time: a tiny speed limit (1e-300 steps/s) asks for a
+                # wait beyond what the OS accepts, which would raise and end this thread.
+                timeout = min(self._seconds_until_next_step(), 1.0) if training else 0.5
                 command = self._commands.get(timeout=timeout) if timeout > 0 else \
                     self._commands.get_nowait()
             except queue.Empty:
@@ -789,7 +834,7 @@ class Trainer:
                     return
                 self._execute(name, payload, reply)
                 continue  # drain every queued command before the next step
-            if self._status == "running":
+            if self._status == "running" and self._seconds_until_next_step() <= 0:
                 self._guarded_step()
 
     def _execute(self, name, payload, reply):
@@ -822,21 +867,22 @@ class Trainer:
             if self._status == "running":
                 self._status = "paused"
 
-    def _do_update(self, changes, source="user"):
+    def _do_update(self, changes, source="user", checkpoint_first=True):
         with self._lock:
             for key in changes:
                 self._requested.pop(key, None)
             changes = validate_hparams(changes, self._settings(), len(self.data.y_train))
         carry_moments = changes.pop("carry_moments", False)
+        settings = {name: changes.pop(name) for name in RUN_SETTINGS if name in changes}
+        # 1) a checkpoint first, so the change can be undone (sandboxes keep nothing on disk);
+        #    if it can't be written, no part of this update applies, run settings included
+        if changes and checkpoint_first and not self._detached:
+            self._write_checkpoint("pre-change", "before " + ", ".join(sorted(changes)))
         with self._lock:
-            for setting in RUN_SETTINGS:
-                if setting in changes:
-                    setattr(self, f"_{setting}", changes.pop(setting))
+            for name, value in settings.items():
+                setattr(self, f"_{name}", value)
         if not changes:
             return
-        # 1) a checkpoint first, so the change can be undone (sandboxes keep nothing on disk)
-        if not self._detached:
-            self._write_checkpoint("pre-change", "before " + ", ".join(sorted(changes)))
         old = {k: self._hparams.get(k) for k in changes}
         alpha_before = self._current_alpha()
         # 2) apply: the optimizer keeps its moments unless its kind changes
@@ -868,13 +914,16 @@ class Trainer:
         return self._write_checkpoint("manual", note)
 
     def _do_rollback(self, loaded):
-        arrays, meta = loaded
+        arrays, meta, hparams = loaded
         info = meta["info"]
         self._save_branch_being_left(f"before rollback to {info['id']}")
         source = self._branches.get(info["branch"])
         self._load_state(arrays, meta)
-        return self._fork(source, info["branch"], info["step"], info["id"],
-                          note=f"rolled back to {info['id']}")
+        number = self._fork(source, info["branch"], info["step"], info["id"],
+                            note=f"rolled back to {info['id']}")
+        if hparams:  # the rollback checkpoint just written is this change's undo point
+            self._do_update(hparams, checkpoint_first=False)
+        return number
 
     def _do_adopt(self, candidate):
         """Continue from a sandbox's final state on a new branch (a committed look-ahead)."""
@@ -920,6 +969,7 @@ class Trainer:
             branch.steps.extend({k: history[k] for k in branch.steps.schema})
             branch.evals.extend({k: history[k] for k in branch.evals.schema})
             branch.events.extend(_freeze(e) for e in events)
+        self._publish_live_views()
         with self._lock:
             self._branches[number] = branch
             self._branch = number
@@ -929,7 +979,12 @@ class Trainer:
             self._error = None
             self._error_traceback = None
             self._record_event("rollback", checkpoint=from_checkpoint, branch=number, note=note)
-        self._write_checkpoint("rollback", note, parent=from_checkpoint)
+        try:
+            self._write_checkpoint("rollback", note, parent=from_checkpoint)
+        except OSError as error:
+            # The fork itself is done and consistent in memory; only its first save failed.
+            # Shown as an error (training stops); the next checkpoint saves the new branch.
+            self._fail(error)
         return number
 
     def _do_export(self, _):
@@ -957,7 +1012,11 @@ class Trainer:
 
     def _finish(self):
         with self._lock:
-            unsaved = self._step != self._checkpointed_step()
+            branch = self._branches[self._branch]
+            # Also unsaved: a change (or other event) made since the last checkpoint, e.g.
+            # update() then stop() with no step between would otherwise lose the change.
+            unsaved = (self._step != self._checkpointed_step()
+                       or branch.flushed_events < len(branch.events))
         if unsaved and self._status not in ("diverged", "error"):
             try:
                 self._write_checkpoint("final", "saved on stop")
@@ -1040,12 +1099,14 @@ class Trainer:
             return
         self._recent_costs.append(cost)
         self._last_batch_stats = batch_stats
+        cost_smoothed = self._smooth_cost(cost)
         # 5) record
         with self._lock:
             self._step += 1
             self._rate_times.append(time.monotonic())
             self._branches[self._branch].steps.append(
-                step=self._step, epoch=epoch, cost=cost, lr=alpha, grad_norm=grad_norm, **ratios)
+                step=self._step, epoch=epoch, cost=cost, cost_smoothed=cost_smoothed, lr=alpha,
+                grad_norm=grad_norm, **ratios)
         if self._step % hp["eval_every"] == 0:
             self._evaluate()
             if self._autopilot and not self._detached:
@@ -1063,13 +1124,22 @@ class Trainer:
                 self._do_update(dict(action["update"]), source=source)
             elif "rollback" in action:
                 loaded = self._read_checkpoint(self._checkpoint_path(action["rollback"]))
-                self._do_rollback(loaded)
+                self._do_rollback((*loaded, {}))
             else:
                 self._do_pause(None)
             with self._lock:
                 self._record_event("autopilot", rule=suggestion.rule, title=suggestion.title,
                                    evidence=suggestion.evidence)
             return
+
+    def _smooth_cost(self, cost) -> float:
+        """The course's bias-corrected EWMA of J: v = βv + (1−β)J; J̄ = v/(1−βᵗ)."""
+        branch = self._branches[self._branch]
+        rows = len(branch.steps)
+        previous = float(branch.steps.view(rows - 1)["cost_smoothed"][0]) if rows else 0.0
+        weight_before = 1.0 - COST_SMOOTHING**rows
+        v = COST_SMOOTHING * previous * weight_before + (1.0 - COST_SMOOTHING) * cost
+        return v / (1.0 - COST_SMOOTHING ** (rows + 1))
 
     def _divergence_cause(self, cost, grad_norm) -> str | None:
         if not math.isfinite(cost):
@@ -1110,24 +1180,39 @@ class Trainer:
         train_accuracy, train_cost = net.evaluate(data.X_train, data.y_train, l2)
         dev_accuracy, dev_cost = net.evaluate(data.X_dev, data.y_dev, l2)
         dev_accuracy_train_mode, _ = net.evaluate(data.X_dev, data.y_dev, l2, mode="train")
-        if self._detached:  # a sandbox needs the curves, not the BatchNorm picture
-            with self._lock:
-                self._branches[self._branch].evals.append(
-                    eval_step=self._step, train_accuracy=train_accuracy, dev_accuracy=dev_accuracy,
-                    train_cost=train_cost, dev_cost=dev_cost,
-                    dev_accuracy_train_mode=dev_accuracy_train_mode)
-            return
-        population = net.population_stats(data.X_train)
+        bn_row = None if self._detached else self._publish_live_views()
+        with self._lock:
+            branch = self._branches[self._branch]
+            branch.evals.append(eval_step=self._step, train_accuracy=train_accuracy,
+                                dev_accuracy=dev_accuracy, train_cost=train_cost,
+                                dev_cost=dev_cost, dev_accuracy_train_mode=dev_accuracy_train_mode)
+            if branch.bn is not None and bn_row is not None:
+                _append_bn(branch, bn_row)
+
+    def _publish_live_views(self) -> dict:
+        """The BatchNorm picture and the decision regions of the current weights.
+
+        Published for the snapshot (also after a rollback or reopen, so the
+        pages never show a stale state); returns the BN history row.
+        """
+        net = self._net
+        population = net.population_stats(self.data.X_train)
         latest_bn, bn_row = {}, {"eval_step": self._step}
         for layer in net.bn_layers:
             batch_mean, batch_var = self._last_batch_stats.get(layer, (None, None))
+            running_mean = net.buffers[f"{layer}.running_mean"].copy()
+            running_var = net.buffers[f"{layer}.running_var"].copy()
+            population_mean, population_var = population[layer]
             stats = {
-                "running_mean": net.buffers[f"{layer}.running_mean"].copy(),
-                "running_var": net.buffers[f"{layer}.running_var"].copy(),
+                "running_mean": running_mean,
+                "running_var": running_var,
                 "batch_mean": batch_mean.copy() if batch_mean is not None else None,
                 "batch_var": batch_var.copy() if batch_var is not None else None,
-                "population_mean": population[layer][0].copy(),
-                "population_var": population[layer][1].copy(),
+                "population_mean": population_mean.copy(),
+                "population_var": population_var.copy(),
+                # how far the running estimates are from the truth they estimate
+                "mean_error": running_mean - population_mean,
+                "var_error": running_var - population_var,
                 "gamma": net.params[f"{layer}.gamma"].copy(),
                 "beta": net.params[f"{layer}.beta"].copy(),
             }
@@ -1138,16 +1223,11 @@ class Trainer:
             for name in ("running_mean", "running_var", "batch_mean", "batch_var"):
                 value = stats[name]
                 bn_row[f"{layer}/{name}"] = value if value is not None else np.nan
+        grid = self._decision_regions() if self.data.n_features == 2 else None
         with self._lock:
-            branch = self._branches[self._branch]
-            branch.evals.append(eval_step=self._step, train_accuracy=train_accuracy,
-                                dev_accuracy=dev_accuracy, train_cost=train_cost,
-                                dev_cost=dev_cost, dev_accuracy_train_mode=dev_accuracy_train_mode)
-            if branch.bn is not None:
-                _append_bn(branch, bn_row)
             self._latest_bn = latest_bn
-            if data.n_features == 2:
-                self._decision_grid = self._decision_regions()
+            self._decision_grid = grid
+        return bn_row
 
     def _decision_regions(self, resolution=80) -> Mapping:
         """Predicted class on a grid over the (standardised) 2-D training data."""
@@ -1186,7 +1266,7 @@ class Trainer:
         numbers = [-1]
         for path in list(self._run_dir.glob("ckpt-*")) + list((self._run_dir / "journal").glob("*")):
             digits = path.name.split(".")[0].removeprefix("ckpt-")
-            if digits.isdigit():
+            if digits.isascii() and digits.isdigit():  # not '²': int() refuses it
                 numbers.append(int(digits))
         return max(numbers)
 
@@ -1212,7 +1292,10 @@ class Trainer:
             "metrics": metrics, "time": time.time(),
         }
         meta = {"format": CHECKPOINT_FORMAT, "info": info, **self._state_meta()}
-        events = self._branches[self._branch].events
+        branch = self._branches[self._branch]
+        events = branch.events
+        flushed = (branch.flushed_steps, branch.flushed_evals, branch.flushed_events,
+                   branch.flushed_bn_step)
         if kind != "pre-change":  # the change event itself marks that boundary
             # Recorded first so the journal written with this checkpoint holds it.
             with self._lock:
@@ -1222,7 +1305,14 @@ class Trainer:
             self._write_journal(seq)
             ckptio.write_atomic(self._run_dir / f"{checkpoint_id}.npz", arrays, meta)
         except BaseException:
+            # A failed write (disk full, I/O error) takes its journal chunk back too: the
+            # chunk announces a checkpoint that doesn't exist, and its rows and events go
+            # into the next chunk instead (else the next event would be skipped).
+            with contextlib.suppress(OSError):
+                (self._run_dir / "journal" / f"{seq:06d}.npz").unlink(missing_ok=True)
             with self._lock:
+                (branch.flushed_steps, branch.flushed_evals, branch.flushed_events,
+                 branch.flushed_bn_step) = flushed
                 if kind != "pre-change":
                     events.pop()
             raise
@@ -1283,6 +1373,8 @@ class Trainer:
 
     def _read_checkpoint(self, path: Path) -> tuple[dict, dict]:
         """Load and fully validate a checkpoint against this run, changing nothing."""
+        if not ckptio.CHECKPOINT_ID.match(path.stem):
+            raise ckptio.CheckpointError(f"{path.name}: not a checkpoint name (ckpt-NNNNNN.npz)")
         arrays, meta = ckptio.read(path, CHECKPOINT_FORMAT)
         try:
             info = meta["info"]
@@ -1296,6 +1388,9 @@ class Trainer:
             scratch.load_state_arrays({k: v for k, v in arrays.items()
                                        if k.startswith(("params/", "buffers/"))})
             hparams = dict(info["hparams"])
+            unknown = sorted(set(hparams) - set(self.config.initial_hparams()), key=str)
+            if unknown:
+                raise ckptio.CheckpointError(f"{path.name}: unknown hyperparameters {unknown}")
             validate_hparams(hparams, self.config.initial_hparams() | hparams,
                              len(self.data.y_train))
             optimizer = _build_optimizer(hparams)
@@ -1310,10 +1405,16 @@ class Trainer:
             extra = set(arrays) - {k for k in arrays if k.startswith(("params/", "buffers/", "optim/"))}
             if extra != {"data/permutation"}:
                 raise ckptio.CheckpointError(f"{path.name}: unexpected arrays {sorted(extra)}")
-            int(info["step"]), int(info["branch"]), int(info["epoch"])
+            _check_records(meta, path.name)
+            # Fields the file lacks are ones added to RunConfig since: they don't count.
+            ours = self.config.to_dict()
+            differs = sorted(k for k, v in meta["config"].items() if k in ours and ours[k] != v)
+            if differs:
+                raise ckptio.CheckpointError(
+                    f"{path.name}: from another run (its {', '.join(differs)} differ)")
         except ckptio.CheckpointError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
             raise ckptio.CheckpointError(f"{path.name}: incompatible or incomplete ({error})") from None
         return arrays, meta
 
@@ -1344,9 +1445,18 @@ class Trainer:
         """History of every branch from the journal files, up to each branch's newest checkpoint."""
         registry = {int(n): b for n, b in newest_meta["branches"].items()}
         chunks: dict[int, list] = collections.defaultdict(list)
+        restored_seq = int(newest_meta["info"]["id"].removeprefix("ckpt-"))
+        template = self._empty_branch()
         for path in sorted((self._run_dir / "journal").glob("*.npz")):
+            if path.stem.isascii() and path.stem.isdigit() and int(path.stem) > restored_seq:
+                # Journalled after the checkpoint we resume from (a crash came between the
+                # journal and its checkpoint): rows and events the run is about to redo.
+                # Kept, they would resurface as phantom events once a later checkpoint exists.
+                path.unlink(missing_ok=True)
+                continue
             try:
                 arrays, meta = ckptio.read(path, JOURNAL_FORMAT)
+                _check_journal(arrays, meta, template)
                 chunks[int(meta["branch"])].append((arrays, meta))
                 registry.setdefault(int(meta["branch"]), meta["branch_info"])
             except (ckptio.CheckpointError, KeyError, TypeError, ValueError) as error:
@@ -1380,6 +1490,8 @@ class Trainer:
         evals = self._branches[self._branch].evals
         if not len(evals) or evals.view()["eval_step"][-1] != self._step:
             self._evaluate()
+        else:
+            self._publish_live_views()
 
 
 def _append_chunk(branch: _Branch, arrays, meta):
@@ -1410,6 +1522,83 @@ def _append_bn(branch: _Branch, row: dict) -> None:
     if len(branch.bn) >= MAX_BN_HISTORY_ROWS:
         branch.bn = branch.bn.thinned(keep_last=MAX_BN_HISTORY_ROWS // 2)
     branch.bn.append(**row)
+
+
+def _check_records(meta: Mapping, name: str) -> None:
+    """Check what _load_state and _rebuild_branches take from a checkpoint as is: the
+    counters, schedule anchor, recent costs and branch registry. CheckpointError if one lies.
+    """
+    info, schedule = meta["info"], meta["schedule"]
+    for key in ("seq", "step", "branch", "epoch"):
+        _whole(f"{name}: info {key!r}", info[key])
+    anchor = schedule["anchor"]
+    if isinstance(anchor, bool) or not isinstance(anchor, (int, float)) or \
+            not math.isfinite(anchor) or anchor <= 0:
+        raise ckptio.CheckpointError(f"{name}: schedule anchor {anchor!r} is not a number > 0")
+    epochs = info["epoch"] - _whole(f"{name}: schedule 'start_epoch'", schedule["start_epoch"])
+    make_schedule(schedule["name"], **schedule["params"])(anchor, max(epochs, 0))
+    costs = meta["recent_costs"]
+    if not isinstance(costs, list) or len(costs) > 50 or not all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
+            for c in costs):
+        raise ckptio.CheckpointError(f"{name}: recent_costs is not a list of ≤ 50 numbers")
+    branches = meta["branches"]
+    if not isinstance(branches, Mapping) or not all(
+            isinstance(n, str) and n.isascii() and n.isdigit() for n in branches):
+        raise ckptio.CheckpointError(f"{name}: the branch registry is not keyed by branch number")
+    for number, record in branches.items():
+        _check_branch_record(record, int(number), f"{name}: branch {number}")
+    if str(info["branch"]) not in branches:
+        raise ckptio.CheckpointError(f"{name}: branch {info['branch']} is not in its registry")
+
+
+def _check_branch_record(record, number: int, where: str) -> None:
+    """A branch's {parent_branch, fork_step, from_checkpoint}; parents have lower numbers."""
+    if not isinstance(record, Mapping) or \
+            set(record) != {"parent_branch", "fork_step", "from_checkpoint"}:
+        raise ckptio.CheckpointError(f"{where}: malformed record {record!r:.80}")
+    parent = record["parent_branch"]
+    if parent is not None and _whole(f"{where}: parent_branch", parent) >= number:
+        raise ckptio.CheckpointError(f"{where}: parent branch {parent} is not an earlier one")
+    _whole(f"{where}: fork_step", record["fork_step"])
+    origin = record["from_checkpoint"]
+    if origin is not None and not (isinstance(origin, str) and ckptio.CHECKPOINT_ID.match(origin)):
+        raise ckptio.CheckpointError(f"{where}: from_checkpoint {origin!r:.40} is not an id")
+
+
+def _check_journal(arrays: Mapping, meta: Mapping, template: _Branch) -> None:
+    """A journal chunk must fit the run's history tables (``template``'s schemas) exactly:
+    else _append_chunk would mix bad rows into the history or fail half-way."""
+    number = _whole("branch", meta["branch"])
+    _check_branch_record(meta["branch_info"], number, f"branch {number}")
+    events = meta["events"]
+    if not isinstance(events, list) or not all(
+            isinstance(e, Mapping) and isinstance(e.get("kind"), str) for e in events):
+        raise ckptio.CheckpointError("events is not a list of events")
+    for event in events:
+        _whole("an event's step", event.get("step"))
+    tables = (("steps/", template.steps, "step"), ("evals/", template.evals, "eval_step"),
+              ("bn/", template.bn, "eval_step"))
+    for prefix, table, index in tables:
+        block = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+        if not block:
+            continue
+        if table is None or block.keys() != table.schema.keys():
+            raise ckptio.CheckpointError(f"{prefix} columns {sorted(block)} do not fit this run")
+        rows = len(block[index])
+        for column, (dtype, shape) in table.schema.items():
+            value = block[column]
+            if value.shape != (rows, *shape) or (value.dtype.kind in "iu") != (dtype.kind in "iu"):
+                raise ckptio.CheckpointError(
+                    f"{prefix}{column}: shape {value.shape} dtype {value.dtype} does not fit")
+        if rows and (block[index][0] < 0 or np.any(np.diff(block[index]) < 0)):
+            raise ckptio.CheckpointError(f"{prefix}{index} is not in order")
+
+
+def _whole(what: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise ckptio.CheckpointError(f"{what} is {value!r:.40}, not a whole number ≥ 0")
+    return value
 
 
 def _truncate(branch: _Branch, last_step: int):

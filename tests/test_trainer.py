@@ -365,3 +365,31 @@ def test_many_threads_issuing_random_commands(make_trainer):
     np.testing.assert_array_equal(steps, np.arange(1, len(steps) + 1))  # lineage is contiguous
     assert snap.step == (steps[-1] if len(steps) else 0)
     assert run_steps(trainer, 3).step == snap.step + 3
+
+
+def test_rollback_with_new_hyperparameters_is_one_command(make_trainer):
+    trainer = make_trainer()
+    run_steps(trainer, 20)
+    fork = trainer.checkpoint()
+    run_steps(trainer, 10)
+    with pytest.raises(ValueError, match="lr"):
+        trainer.rollback(fork, lr=-1)
+    assert trainer.snapshot().branch == 0  # nothing happened
+    trainer.rollback(fork, lr=5e-4)
+    snap = run_steps(trainer, 2)
+    assert snap.branch == 1 and snap.hparams["lr"] == 5e-4 and snap.history["lr"][-1] == 5e-4
+    kinds = [c["kind"] for c in snap.checkpoints if c["branch"] == 1]
+    assert kinds == ["rollback"]  # the rollback checkpoint is the change's undo point
+
+
+def test_batchnorm_picture_follows_a_rollback_and_reports_the_estimate_error(make_trainer):
+    trainer = make_trainer()
+    initial = trainer.snapshot().checkpoints[0]["id"]
+    run_steps(trainer, 30)
+    trained = trainer.snapshot().bn["bn1"]
+    assert not np.all(trained["gamma"] == 1)
+    np.testing.assert_array_equal(trained["mean_error"],
+                                  trained["running_mean"] - trained["population_mean"])
+    trainer.rollback(initial)
+    restored = trainer.snapshot().bn["bn1"]
+    assert np.all(restored["gamma"] == 1) and np.all(restored["running_mean"] == 0)

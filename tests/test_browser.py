@@ -1,0 +1,106 @@
+"""A person's session in a real browser: `streamlit run app.py` driven through Chromium.
+
+Start, watch the step count rise, change α and Apply, see the new α in the
+tiles and a change marker on every chart, Pause, go to Checkpoints, roll back
+and see a second branch, open the BatchNorm page. Screenshots land in
+tests/artifacts/ (the README's screenshot is one of them, copied to docs/).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
+
+pytestmark = pytest.mark.browser
+
+CHANGE_MARKERS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(
+    plot => (plot.data || []).filter(t => t.meta && t.meta.events === 'change')
+                             .flatMap(t => t.hovertext || []))"""
+
+
+def metric(page, label: str) -> str:
+    """The value shown in the st.metric tile with this label."""
+    for tile in page.locator('[data-testid="stMetric"]').all():
+        shown = tile.locator('[data-testid="stMetricLabel"]').inner_text().strip()
+        if shown.splitlines()[0].strip() == label:
+            return tile.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    raise LookupError(f"no tile labelled {label!r}")
+
+
+def wait_for(condition, timeout=60.0, interval=0.25, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = condition()
+            if last:
+                return last
+        except Exception as error:  # the page may be mid-rerun
+            last = error
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def step_count(page) -> int:
+    return int(metric(page, "Step").replace(",", ""))
+
+
+def test_a_babysitting_session_in_the_browser(tmp_path):
+    require_browser()
+    with streamlit_server(tmp_path / "checkpoints", tmp_path / "server.log") as (url, _), \
+            chromium_page() as page:
+        # 1) first start: a digits run, paused at step 0, one click from training
+        page.goto(url)
+        wait_for(lambda: step_count(page) == 0, what="the step tile at 0")
+        screenshot(page, "01_first_start")
+
+        # 2) Start, and the step count rises while we watch
+        page.get_by_role("button", name="Start").click()
+        first = wait_for(lambda: step_count(page) > 0 and step_count(page), what="training")
+        wait_for(lambda: step_count(page) > first + 20, what="the step count to keep rising")
+
+        # 3) change α and Apply: the tile shows it and every chart marks the change
+        alpha = page.get_by_role("spinbutton", name="Learning rate α")
+        alpha.fill("0.003")
+        alpha.press("Enter")
+        page.get_by_text("Pending: α 0.001 → 0.003").wait_for(timeout=30_000)
+        page.get_by_role("button", name="Apply").click()
+        wait_for(lambda: metric(page, "α now") == "0.003", what="α now = 0.003")
+        markers = wait_for(lambda: [m for m in page.evaluate(CHANGE_MARKERS_JS) if m]
+                           if len([m for m in page.evaluate(CHANGE_MARKERS_JS) if m]) >= 4 else None,
+                           what="change markers on the four live charts")
+        assert all(any("lr" in text or "α" in text for text in chart) for chart in markers)
+        screenshot(page, "02_running_after_alpha_change")
+
+        # 4) Pause: the count stops
+        page.get_by_role("button", name="Pause").click()
+        wait_for(lambda: page.get_by_role("button", name="Start").count() > 0
+                 and page.get_by_text(re.compile(r"\bpaused\b")).count() > 0, what="paused")
+        paused_at = step_count(page)
+        time.sleep(1.5)
+        assert step_count(page) == paused_at
+
+        # 5) Checkpoints: roll back to the pre-change checkpoint, see a second branch
+        page.get_by_role("link", name="Checkpoints").click()
+        page.get_by_text("Roll back to this checkpoint").wait_for(timeout=30_000)
+        page.get_by_role("combobox", name="Checkpoint", exact=True).click()
+        page.get_by_role("option").filter(has_text="pre-change").first.click()
+        page.get_by_role("button", name="Roll back to this checkpoint").click()
+        wait_for(lambda: page.get_by_text(re.compile(r"branch 1\b")).count() > 0,
+                 what="a second branch")
+        screenshot(page, "03_checkpoints_after_rollback")
+
+        # 6) back on the live page, the tiles show the restored step on branch 1
+        page.get_by_role("link", name="app").click()
+        wait_for(lambda: step_count(page) < paused_at, what="the restored step")
+        assert page.get_by_text(re.compile(r"branch 1\b")).count() > 0
+
+        # 7) the BatchNorm page shows the running estimates
+        page.get_by_role("link", name="BatchNorm").click()
+        wait_for(lambda: page.locator(".js-plotly-plot").count() >= 2, what="BatchNorm charts")
+        assert page.get_by_text("bn1").count() > 0
+        screenshot(page, "04_batchnorm")
