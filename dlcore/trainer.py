@@ -1510,7 +1510,8 @@ def _append_chunk(branch: _Branch, arrays, meta):
         branch.evals = branch.evals.copy(keep)
         if evals.keys() == branch.evals.schema.keys():
             branch.evals.extend(evals)
-        if branch.bn is not None and bn.keys() == branch.bn.schema.keys():
+        if (branch.bn is not None and bn.keys() == branch.bn.schema.keys()
+                and len(bn["eval_step"])):
             branch.bn = branch.bn.copy(branch.bn.count_until("eval_step", int(bn["eval_step"][0]) - 1))
             for i in range(len(bn["eval_step"])):
                 _append_bn(branch, {k: v[i] for k, v in bn.items()})

@@ -1,0 +1,189 @@
+"""The dashboard's cost: what watching a run costs the run.
+
+    python bench/dashboard.py [--quick]
+
+Needs Debian's Chromium (/usr/bin/chromium) and Playwright. Prints:
+
+1. steps/s of the MNIST-like run (784→256→128→10, batch 256, float32, Adam)
+   with the live page open in headless Chromium at its normal refresh vs
+   with no page open, alternating phases in one run; target ratio ≥ 0.9.
+   Throughput is read from the checkpoints the run writes every 200 steps
+   (their metadata holds step and time), so nothing else talks to the server;
+2. server-side time of one live refresh (the fragment's render of tiles and
+   four charts) with 10⁶ steps of history: target ≤ 150 ms;
+3. bytes a refresh sends: the plotly specs of that render (server side), and
+   the websocket frames the browser receives per second while running;
+   target ≤ 300 KB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from bench.common import machine_report  # noqa: E402
+from dlcore import checkpoint as ckptio  # noqa: E402
+from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer  # noqa: E402
+from tests.browser import chromium_page, streamlit_server  # noqa: E402
+
+MNIST_LIKE = RunConfig(
+    dataset="blobs", dataset_params={"n_samples": 12000, "n_features": 784, "n_classes": 10},
+    hidden=(256, 128), batch_size=256, dtype="float32", eval_every=100, checkpoint_every=200,
+)
+
+REFRESH_SCRIPT = """
+import time
+import streamlit as st
+from app import live_dashboard
+from pages.shared.engine import holder
+
+snapshot = holder().trainer.snapshot()
+start = time.perf_counter()
+live_dashboard(snapshot, None, False)
+st.session_state["elapsed"] = time.perf_counter() - start
+"""
+
+
+def checkpoint_times(run_dir: Path) -> list[tuple[float, int]]:
+    """(time, step) of every checkpoint on disk, oldest first."""
+    points = []
+    for path in run_dir.glob("ckpt-*.npz"):
+        try:
+            _, meta = ckptio.read(path, CHECKPOINT_FORMAT, meta_only=True)
+        except ckptio.CheckpointError:
+            continue
+        points.append((meta["info"]["time"], meta["info"]["step"]))
+    return sorted(points)
+
+
+def rate_between(run_dir: Path, start: float, end: float) -> float:
+    """Steps/s from the checkpoints written in [start, end]."""
+    points = [(t, s) for t, s in checkpoint_times(run_dir) if start <= t <= end]
+    if len(points) < 2:
+        return float("nan")
+    (t0, s0), (t1, s1) = points[0], points[-1]
+    return (s1 - s0) / (t1 - t0)
+
+
+def throughput_with_and_without_page(folder: Path, phase_seconds: float, phases: int):
+    run_dir = folder / "mnist-like"
+    frames = {"bytes": 0, "count": 0}
+    with_page, without_page, bytes_per_second = [], [], []
+    with streamlit_server(folder, folder / "server.log") as (url, _), chromium_page() as page:
+        def on_socket(ws):
+            def received(payload):
+                frames["bytes"] += len(payload)
+                frames["count"] += 1
+            ws.on("framereceived", received)
+
+        page.on("websocket", on_socket)
+        page.goto(url)
+        page.get_by_role("button", name="Start").wait_for(timeout=120_000)
+        page.get_by_role("button", name="Start").click()
+        page.get_by_role("button", name="Pause").wait_for(timeout=60_000)
+        time.sleep(3)  # warm up
+        for i in range(phases):
+            for open_page in ((False, True) if i % 2 == 0 else (True, False)):
+                if open_page:
+                    page.goto(url)
+                    page.get_by_role("button", name="Pause").wait_for(timeout=60_000)
+                    time.sleep(2)
+                else:
+                    page.goto("about:blank")
+                    time.sleep(1)
+                frames.update(bytes=0, count=0)
+                start = time.time()
+                time.sleep(phase_seconds)
+                end = time.time()
+                rate = rate_between(run_dir, start, end)
+                if open_page:
+                    with_page.append(rate)
+                    bytes_per_second.append(frames["bytes"] / (end - start))
+                else:
+                    without_page.append(rate)
+        page.goto(url)
+        page.get_by_role("button", name="Pause").click()
+    return with_page, without_page, bytes_per_second
+
+
+def refresh_cost_with_history(folder: Path, steps: int, repeats: int):
+    """Server-side time and plotly bytes of one live render with `steps` rows of history."""
+    from streamlit.testing.v1 import AppTest
+
+    trainer = Trainer(RunConfig(hidden=(64, 32), eval_every=50), folder, run_id="long")
+    branch = trainer._branches[0]
+    rng = np.random.default_rng(0)
+    rows = {name: rng.random(steps).astype(dtype) for name, (dtype, _) in branch.steps.schema.items()}
+    rows["step"] = np.arange(1, steps + 1)
+    rows["epoch"] = (np.arange(steps) // 22).astype(np.int32)
+    n_evals = steps // 50
+    evals = {name: rng.random(n_evals) for name in branch.evals.schema}
+    evals["eval_step"] = np.arange(1, n_evals + 1) * 50
+    with trainer._lock:
+        branch.steps.extend(rows)
+        branch.evals.extend(evals)
+        trainer._step = steps
+    trainer.checkpoint("10^6 steps of history")  # the journal holds them for the app to open
+    trainer.stop()
+    os.environ["PANDA_CHECKPOINT_DIR"] = str(folder)
+    os.chdir(ROOT)
+    at = AppTest.from_string(REFRESH_SCRIPT, default_timeout=120)
+    at.run()  # opens the run (10^6 rows from the journal)
+    times, sizes = [], []
+    for _ in range(repeats):
+        at.run()
+        if at.exception:
+            raise RuntimeError(f"the refresh script failed: {at.exception[0].message}\n{at.exception[0].stack_trace}")
+        times.append(at.session_state["elapsed"] * 1e3)
+        sizes.append(sum(len(el.proto.spec) for el in at.get("plotly_chart")))
+    return times, sizes
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter phases, fewer repeats")
+    args = parser.parse_args()
+    phase_seconds, phases, repeats = (6, 2, 5) if args.quick else (12, 3, 15)
+    print(machine_report())
+    print()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "watched"
+        Trainer(MNIST_LIKE, folder, run_id="mnist-like").stop()
+        with_page, without_page, bytes_per_second = throughput_with_and_without_page(
+            folder, phase_seconds, phases)
+        refresh_ms, spec_bytes = refresh_cost_with_history(Path(tmp) / "long", 10**6, repeats)
+
+    def fmt(values, digits=0):
+        return (f"{statistics.median(values):.{digits}f} "
+                f"({min(values):.{digits}f}–{max(values):.{digits}f})")
+
+    ratio = statistics.median(with_page) / statistics.median(without_page)
+    rows = [
+        ("steps/s, live page open vs none", fmt(with_page), fmt(without_page), f"{ratio:.3f}",
+         "≥ 0.9", ratio >= 0.9),
+        ("one live refresh, 10^6 steps (ms, server)", fmt(refresh_ms, 1), "", "", "≤ 150 ms",
+         statistics.median(refresh_ms) <= 150),
+        ("plotly bytes per refresh (KB, server)", fmt([s / 1e3 for s in spec_bytes], 1), "", "",
+         "≤ 300 KB", statistics.median(spec_bytes) <= 300e3),
+        ("websocket bytes/s received, running (KB)", fmt([b / 1e3 for b in bytes_per_second], 1),
+         "", "", "≤ 300 KB", statistics.median(bytes_per_second) <= 300e3),
+    ]
+    print(f"{'measure':44} {'median (min–max)':>24} {'reference':>20} {'ratio':>6} "
+          f"{'target':>9}  met")
+    for name, value, reference, ratio_text, target, met in rows:
+        print(f"{name:44} {value:>24} {reference:>20} {ratio_text:>6} {target:>9}  "
+              f"{'yes' if met else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
