@@ -26,8 +26,10 @@ import numpy as np
 
 META_KEY = "meta.json"
 TEMP_MARK = ".tmp-"
-CHECKPOINT_ID = re.compile(r"^ckpt-\d{6}$")
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# \Z, not $: "$" also matches before a trailing newline.
+# [0-9], not \d: \d takes the digits of every script.
+CHECKPOINT_ID = re.compile(r"^ckpt-[0-9]{6}\Z")
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 
 
 class CheckpointError(ValueError):
@@ -79,7 +81,10 @@ def read(path: Path, expected_format: str, meta_only: bool = False) -> tuple[dic
     """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise CheckpointError(f"{path.name}: a single array, not a Panda file (.npz archive)")
+        with loaded as npz:
             if META_KEY not in npz.files:
                 raise CheckpointError(f"{path.name}: no {META_KEY} inside (not a Panda file)")
             meta = _parse_meta(npz[META_KEY], path)
@@ -96,6 +101,9 @@ def read(path: Path, expected_format: str, meta_only: bool = False) -> tuple[dic
         raise
     except FileNotFoundError:
         raise CheckpointError(f"{path.name}: file not found") from None
+    except MemoryError:
+        raise CheckpointError(f"{path.name}: an array header claims more memory than there is") \
+            from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as error:
         # allow_pickle=False makes numpy raise ValueError on object arrays.
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -106,7 +114,7 @@ def read(path: Path, expected_format: str, meta_only: bool = False) -> tuple[dic
 
 
 def _parse_meta(raw: np.ndarray, path: Path) -> dict:
-    if raw.dtype != np.uint8 or raw.ndim != 1:
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 1:
         raise CheckpointError(f"{path.name}: {META_KEY} is not JSON bytes")
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
@@ -118,6 +126,8 @@ def _parse_meta(raw: np.ndarray, path: Path) -> dict:
 
 
 def _check_array(value: np.ndarray, key: str, path: Path) -> np.ndarray:
+    if not isinstance(value, np.ndarray):  # numpy returns a non-.npy zip member as bytes
+        raise CheckpointError(f"{path.name}: {key!r} is not an array in .npy format")
     if value.dtype.kind not in "biuf":
         raise CheckpointError(f"{path.name}: array {key!r} has dtype {value.dtype}, not numeric")
     if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
