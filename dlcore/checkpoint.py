@@ -28,7 +28,7 @@ META_KEY = "meta.json"
 TEMP_MARK = ".tmp-"
 # \Z, not $: "$" also matches before a trailing newline.
 # [0-9], not \d: \d takes the digits of every script.
-CHECKPOINT_ID = re.compile(r"^ckpt-[0-9]{6}\Z")
+CHECKPOINT_ID = re.compile(r"^ckpt-[0-9]{6,9}\Z")  # 6 digits, more after a million
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 
 

@@ -920,7 +920,8 @@ class Trainer:
         source = self._branches.get(info["branch"])
         self._load_state(arrays, meta)
         number = self._fork(source, info["branch"], info["step"], info["id"],
-                            note=f"rolled back to {info['id']}")
+                            note=f"rolled back to {info['id']}",
+                            event_count=info.get("event_count"))
         if hparams:  # the rollback checkpoint just written is this change's undo point
             self._do_update(hparams, checkpoint_first=False)
         return number
@@ -947,11 +948,13 @@ class Trainer:
                 self._seq += 1
 
     def _fork(self, source, parent_branch, fork_step, from_checkpoint, note,
-              history=None, events=()):
+              history=None, events=(), event_count=None):
         """Open a new branch at fork_step of ``source`` (state already loaded); returns its number.
 
         Its history starts as a copy of the source's rows up to fork_step, then
         ``history`` (rows trained elsewhere, e.g. in a sandbox) if given.
+        ``event_count``: how many of the source's events precede the checkpoint
+        forked from (a pre-change checkpoint precedes the change at its step).
         """
         number = max(self._branches) + 1
         branch = self._empty_branch(parent_branch=parent_branch, fork_step=fork_step,
@@ -961,7 +964,7 @@ class Trainer:
             branch.evals = source.evals.copy(source.evals.count_until("eval_step", fork_step))
             if source.bn is not None:
                 branch.bn = source.bn.copy(source.bn.count_until("eval_step", fork_step))
-            branch.events = [e for e in source.events if e["step"] <= fork_step]
+            branch.events = _events_until(source.events, fork_step, event_count)
         branch.flushed_steps, branch.flushed_evals = len(branch.steps), len(branch.evals)
         branch.flushed_events = len(branch.events)
         branch.flushed_bn_step = fork_step
@@ -1290,6 +1293,8 @@ class Trainer:
             "parent": parent if parent is not None else self._last_good_checkpoint,
             "hparams": _json_safe(self._hparams), "alpha": self._current_alpha(),
             "metrics": metrics, "time": time.time(),
+            # events of its branch up to and including this checkpoint's own
+            "event_count": len(self._branches[self._branch].events) + (kind != "pre-change"),
         }
         meta = {"format": CHECKPOINT_FORMAT, "info": info, **self._state_meta()}
         branch = self._branches[self._branch]
@@ -1477,7 +1482,10 @@ class Trainer:
                     parent.evals.count_until("eval_step", info["fork_step"]))
                 if parent.bn is not None:
                     branch.bn = parent.bn.copy(parent.bn.count_until("eval_step", info["fork_step"]))
-                branch.events = [e for e in parent.events if e["step"] <= info["fork_step"]]
+                origin = next((c for c in self._checkpoints
+                               if c["id"] == info["from_checkpoint"]), {})
+                branch.events = _events_until(parent.events, info["fork_step"],
+                                              origin.get("event_count"))
             for arrays, meta in chunks.get(number, []):
                 _append_chunk(branch, arrays, meta)
             _truncate(branch, last_step[number])
@@ -1516,6 +1524,15 @@ def _append_chunk(branch: _Branch, arrays, meta):
             for i in range(len(bn["eval_step"])):
                 _append_bn(branch, {k: v[i] for k, v in bn.items()})
     branch.events.extend(_freeze(e) for e in meta.get("events", []))
+
+
+def _events_until(events: list, step: int, count: int | None) -> list:
+    """The events up to a fork: the first ``count`` if known and consistent, else by step."""
+    by_step = [e for e in events if e["step"] <= step]
+    if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= len(by_step) \
+            and all(e["step"] <= step for e in events[:count]):
+        return list(events[:count])
+    return by_step
 
 
 def _append_bn(branch: _Branch, row: dict) -> None:

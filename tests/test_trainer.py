@@ -393,3 +393,21 @@ def test_batchnorm_picture_follows_a_rollback_and_reports_the_estimate_error(mak
     trainer.rollback(initial)
     restored = trainer.snapshot().bn["bn1"]
     assert np.all(restored["gamma"] == 1) and np.all(restored["running_mean"] == 0)
+
+
+def test_rolling_back_to_a_pre_change_checkpoint_leaves_the_change_out(make_trainer, tmp_path):
+    trainer = make_trainer()
+    run_steps(trainer, 10)
+    trainer.update(lr=0.002)
+    trainer.update(l2=0.01)
+    snap = run_steps(trainer, 5)
+    first, second = [c for c in snap.checkpoints if c["kind"] == "pre-change"]
+    trainer.rollback(second["id"])  # after the α change, before the λ change
+    events = trainer.snapshot().events
+    changes = [dict(e["changes"]) for e in events if e["kind"] == "change"]
+    assert [list(c) for c in changes] == [["lr"]]
+    assert trainer.snapshot().hparams["lr"] == 0.002 and trainer.snapshot().hparams["l2"] == 0
+    trainer.stop()
+    with Trainer.open(tmp_path) as reopened:
+        changes = [dict(e["changes"]) for e in reopened.snapshot().events if e["kind"] == "change"]
+        assert [list(c) for c in changes] == [["lr"]]
