@@ -1,8 +1,10 @@
 """Panda: babysit one neural network while it trains. ``streamlit run app.py``.
 
 The live training page: run controls, the hyperparameter panel (applied atomically
-with one "Apply"), tiles and live charts, decision regions for 2-D data, and the
-New run form. It reads ``Trainer.snapshot()`` and sends commands; dlcore does the math.
+with one "Apply", with a policy for the optimizer's moments on a switch), the
+babysitter's assistant (suggestions with one-click Apply, and the autopilot), tiles
+and live charts, decision regions for 2-D data, and the New run form. It reads
+``Trainer.snapshot()`` and sends commands; dlcore does the math.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import re
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
+from dlcore.assistant import Suggestion, suggest
 from dlcore.optim import OPTIMIZERS, optimizer_formula
 from dlcore.sampling import sample_beta, sample_log_uniform
+from dlcore.sandbox import switch_preview
 from dlcore.schedules import SCHEDULES, make_schedule, preview, schedule_formula
 from dlcore.trainer import OPTIMIZER_HPARAMS, RunConfig, Snapshot, Trainer, list_runs
 from pages.shared import charts, ui
@@ -55,6 +60,9 @@ ALPHA_GRID = [float(f"{10 ** (k / 4):.2g}") for k in range(-24, 9)]
 SPEED_LIMITS = [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 WINDOWS = {"Last 500": 500, "Last 5,000": 5_000, "Last 50,000": 50_000, "All": None}
 PREVIEW_EPOCHS = 40
+MOMENT_POLICIES = {"fresh": "fresh (t = 0)", "carry": "carry what transfers"}
+#: Autopilot events listed on the page (the newest).
+AUTOPILOT_LOG_LENGTH = 8
 
 
 def main() -> None:
@@ -64,6 +72,7 @@ def main() -> None:
         hyperparameter_panel(trainer, snapshot)
     run_controls(trainer, snapshot)
     ui.messages(trainer, snapshot)
+    assistant_panel(trainer, snapshot)
     window, log_y = chart_options()
     ui.live_view(lambda s: live_dashboard(s, window, log_y), trainer, snapshot.status)
     new_run_panel()
@@ -315,6 +324,7 @@ def hyperparameter_panel(trainer: Trainer, snapshot: Snapshot) -> None:
             {k: (current.get(k), v) for k, v in changes.items()}))
     else:
         st.caption("The fields show the run's current values.")
+    switch_policy(trainer, snapshot, values)
     schedule_preview(values)
     with st.expander("Formulas", icon=":material/function:"):
         st.markdown(f"**{OPTIMIZER_NAMES[values['optimizer']]}**")
@@ -331,17 +341,90 @@ def _apply(trainer: Trainer) -> None:
     if not changes:
         ui.flash("info", "Nothing to apply: the fields hold the run's current values.")
         return
+    carry = "optimizer" in changes and st.session_state.get("switch_moments") == "carry"
+    if carry:
+        changes["carry_moments"] = True
     ok, _ = ui.run_command(trainer.update, **changes)
+    changes.pop("carry_moments", None)
     if not ok:
         return
     ui.wait_until(trainer, lambda s: len(s.events) > len(before.events))
     current = _current_hparams(before)
+    moments = ("; the new optimizer carries the moments that transfer" if carry
+               else "; the new optimizer starts fresh (t = 0)" if "optimizer" in changes else "")
     ui.flash("success", "Applied from the next step: " + ui.describe_changes(
-        {k: (current.get(k), v) for k, v in changes.items()}))
+        {k: (current.get(k), v) for k, v in changes.items()}) + moments)
 
 
 def _discard() -> None:
     st.session_state.pop("hp_base", None)
+
+
+def switch_policy(trainer: Trainer, snapshot: Snapshot, values: dict) -> None:
+    """When the optimizer field differs from the run's: fresh or carried moments, and the
+    effective step just before and after the switch (on sandboxes, when asked)."""
+    if values["optimizer"] == snapshot.hparams["optimizer"]:
+        return
+    with st.container(border=True):
+        carry = st.radio(
+            "Moments on switch", list(MOMENT_POLICIES), format_func=MOMENT_POLICIES.get,
+            key="switch_moments", horizontal=True,
+            help="Fresh: the new optimizer starts with zero moments and t = 0 (its first "
+                 "steps are small for momentum, large for RMSprop). Carry: momentum's v ↔ "
+                 "Adam's first moment, RMSprop's s ↔ Adam's second moment, so the step size "
+                 "need not jump.") == "carry"
+        changes = switch_changes(values, snapshot)
+        request = (snapshot.run_id, snapshot.branch, snapshot.step, repr(changes), carry)
+        st.button("Preview the switch", key="preview_switch", icon=":material/preview:",
+                  on_click=_preview_switch, args=(trainer, changes, carry, request),
+                  help="Take the next step on two sandbox copies of the run, with the "
+                       "optimizer now and with the new one: the live run is not touched.")
+        ui.show_flashes(channel="switch")
+        preview = st.session_state.get("switch_preview")
+        if preview is None:
+            return
+        if preview["request"] != request:
+            st.caption("The preview below was for other settings or an earlier step; "
+                       "preview again.")
+        st.dataframe(switch_table(preview["result"]), hide_index=True, key="switch_table",
+                     column_config={"before": st.column_config.NumberColumn(format="%.1e"),
+                                    "after": st.column_config.NumberColumn(format="%.1e"),
+                                    "jump": st.column_config.NumberColumn(
+                                        format="%.2g×", help="after / before")})
+        st.caption(f"Effective step ‖ΔW‖/‖W‖ per layer: the next step with "
+                   f"{OPTIMIZER_NAMES[snapshot.hparams['optimizer']]} (before) and with "
+                   f"{OPTIMIZER_NAMES[preview['optimizer']]} "
+                   f"({MOMENT_POLICIES[preview['policy']]}) on the same mini-batch.")
+
+
+def switch_changes(values: dict, snapshot: Snapshot) -> dict:
+    """The new optimizer with its β's/ε as in the fields, and α if that is pending too."""
+    changes = {"optimizer": values["optimizer"]}
+    changes.update({key: values[key] for key in OPTIMIZER_HPARAMS[values["optimizer"]]})
+    if values["lr"] != snapshot.hparams["lr"]:
+        changes["lr"] = values["lr"]
+    return changes
+
+
+def _preview_switch(trainer: Trainer, changes: dict, carry: bool, request: tuple) -> None:
+    ok, state = ui.run_command(trainer.export_state, channel="switch")
+    if not ok:
+        return
+    try:
+        result = switch_preview(trainer.config, trainer.data, state, changes, carry)
+    except ValueError as error:
+        ui.flash("error", f"No preview: {error}", channel="switch")
+        return
+    st.session_state["switch_preview"] = {"request": request, "result": result,
+                                          "optimizer": changes["optimizer"],
+                                          "policy": "carry" if carry else "fresh"}
+
+
+def switch_table(result) -> pd.DataFrame:
+    before, after = result["before"], result["after"]
+    return pd.DataFrame([{"layer": layer, "before": before[layer], "after": after.get(layer),
+                          "jump": after.get(layer) / before[layer]
+                          if before[layer] else None} for layer in before])
 
 
 def schedule_preview(values: dict) -> None:
@@ -416,6 +499,124 @@ def _draw_beta() -> None:
     st.session_state[f"hp_{key}"] = beta
     _sample_message("info", f"Drew {BETA_LABELS[key]} = {beta:.5f} (averages ≈ "
                             f"{1 / (1 - beta):.0f} steps). Press Apply to use it.")
+
+
+# ---------------------------------------------------------------------------
+# The babysitter's assistant
+# ---------------------------------------------------------------------------
+
+
+def assistant_panel(trainer: Trainer, snapshot: Snapshot) -> None:
+    """Suggestions read from the run's curves, each with its evidence and one click to
+    apply; the autopilot applies them itself. Live while training runs."""
+    with st.container(border=True, key="assistant"):
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.markdown("**:material/support_agent: Assistant**", width="content")
+            _sync_autopilot(snapshot)
+            st.toggle("Autopilot", key="autopilot", on_change=_set_autopilot, args=(trainer,),
+                      help="Let the assistant apply its first suggestion itself at each "
+                           "evaluation. Each one is logged as an event, after a pre-change "
+                           "checkpoint you can roll back to.")
+        ui.live_view(lambda s: assistant_view(trainer, s), trainer, snapshot.status)
+
+
+def _sync_autopilot(snapshot: Snapshot) -> None:
+    """The toggle follows the run's setting (another tab may have changed it)."""
+    if st.session_state.get("autopilot_base", "unset") != snapshot.autopilot:
+        st.session_state["autopilot"] = snapshot.autopilot
+        st.session_state["autopilot_base"] = snapshot.autopilot
+
+
+def _set_autopilot(trainer: Trainer) -> None:
+    on = st.session_state["autopilot"]
+    ok, _ = ui.run_command(trainer.update, autopilot=on, channel="assistant")
+    if ok:
+        ui.wait_until(trainer, lambda s: s.autopilot == on)
+        ui.flash("info", "Autopilot on: it applies the assistant's suggestions itself and "
+                         "logs each one below." if on else "Autopilot off.", "assistant")
+
+
+def assistant_view(trainer: Trainer, snapshot: Snapshot) -> None:
+    if st.session_state.pop("assistant_acted", False):
+        st.rerun(scope="app")  # the hyperparameter fields and the status follow the change
+    ui.show_flashes(channel="assistant")
+    suggestions = suggest(snapshot)
+    if not suggestions:
+        st.caption("No suggestions: no plateau, no sign of overfitting, the update-to-weight "
+                   "ratio is near 1e-3 (or there are too few steps and evaluations to tell).")
+    for i, suggestion in enumerate(suggestions):
+        with st.container(horizontal=True, vertical_alignment="center"):
+            with st.container():
+                st.markdown(f"**{suggestion.title}**")
+                st.caption(suggestion.evidence)
+            st.button("Apply", key=f"assistant_apply_{i}_{suggestion.rule}",
+                      on_click=_apply_suggestion, args=(trainer, suggestion),
+                      icon=":material/auto_fix_high:", width="content",
+                      help=_undo_note(suggestion))
+    undo = st.session_state.get("assistant_undo_point")
+    if undo and undo["run_id"] == snapshot.run_id:
+        st.button(f"Undo: roll back to {undo['checkpoint']}", key="assistant_undo",
+                  on_click=_undo_suggestion, args=(trainer,), icon=":material/undo:",
+                  help="Restores the state saved just before the change (on a new branch; "
+                       "nothing is lost).")
+    log = [e for e in snapshot.events if e["kind"] == "autopilot"][-AUTOPILOT_LOG_LENGTH:]
+    if log:
+        st.markdown("**Autopilot log**")
+        for event in reversed(log):
+            st.caption(f"step {event['step']} · {event['title']} — {event['evidence']}")
+
+
+def _undo_note(suggestion: Suggestion) -> str:
+    if "update" in suggestion.action:
+        return ("Applies from the next step. A pre-change checkpoint is saved first: roll "
+                "back to it to undo.")
+    if "rollback" in suggestion.action:
+        return ("Continues from that checkpoint on a new branch; the branch you leave is "
+                "saved and stays in the tree, so you can roll back to it.")
+    return "Pauses the run; Start continues it."
+
+
+def _apply_suggestion(trainer: Trainer, suggestion: Suggestion) -> None:
+    action = suggestion.action
+    before = trainer.snapshot()
+    st.session_state.pop("assistant_undo_point", None)
+    if "update" in action:
+        ok, _ = ui.run_command(trainer.update, **action["update"], channel="assistant")
+        if not ok:
+            return
+        after = ui.wait_until(trainer, lambda s: len(s.events) > len(before.events))
+        saved = [c["id"] for c in after.checkpoints if c["kind"] == "pre-change"
+                 and c["step"] == after.step and c["branch"] == after.branch]
+        note = ""
+        if saved:
+            st.session_state["assistant_undo_point"] = {"run_id": after.run_id,
+                                                  "checkpoint": saved[-1]}
+            note = f" To undo, roll back to {saved[-1]} (saved just before the change)."
+        ui.flash("success", f"Applied: {suggestion.title}.{note}", "assistant")
+    elif "rollback" in action:
+        ok, branch = ui.run_command(trainer.rollback, action["rollback"], channel="assistant")
+        if not ok:
+            return
+        ui.flash("success", f"Applied: {suggestion.title}. The run continues on branch "
+                            f"{branch}, paused; the branch you left stays in the tree.",
+                 "assistant")
+    else:
+        ok, _ = ui.run_command(trainer.pause, channel="assistant")
+        if not ok:
+            return
+        ui.wait_until(trainer, lambda s: s.status != "running")
+        ui.flash("success", f"Applied: {suggestion.title}. Start continues the run.",
+                 "assistant")
+    st.session_state["assistant_acted"] = True
+
+
+def _undo_suggestion(trainer: Trainer) -> None:
+    checkpoint_id = st.session_state.pop("assistant_undo_point")["checkpoint"]
+    ok, branch = ui.run_command(trainer.rollback, checkpoint_id, channel="assistant")
+    if ok:
+        ui.flash("success", f"Undone: rolled back to {checkpoint_id}; the run continues on "
+                            f"branch {branch}, paused.", "assistant")
+        st.session_state["assistant_acted"] = True
 
 
 # ---------------------------------------------------------------------------

@@ -51,8 +51,13 @@ def suggest(snapshot, settings: AssistantSettings = AssistantSettings()) -> list
     eval_steps = np.asarray(history.get("eval_step", ()))
     if _in_cooldown(snapshot, eval_steps, settings):
         return []
-    suggestions = []
-    for rule in (_plateau, _overfitting, _update_ratio, _early_stopping):
+    # The ratio rule first: when α is far too small the cost also plateaus, and
+    # "reduce α" would then be exactly wrong.
+    suggestions = _update_ratio(snapshot, history, hparams, settings)
+    too_low = any(s.rule == "update_ratio_low" for s in suggestions)
+    for rule in (_plateau, _overfitting, _early_stopping):
+        if rule is _plateau and too_low:
+            continue
         suggestions.extend(rule(snapshot, history, hparams, settings))
     return suggestions
 

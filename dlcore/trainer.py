@@ -929,11 +929,14 @@ class Trainer:
     def _do_adopt(self, candidate):
         """Continue from a sandbox's final state on a new branch (a committed look-ahead)."""
         start_step, start_branch, arrays, meta, history, events = candidate
-        if start_branch != self._branch or start_step > self._step:
-            raise ValueError("the run has moved to another branch since this look-ahead started; "
-                             "run it again from the current state")
+        # The sandbox started from (start_branch, start_step): the live state then, or a
+        # checkpoint; the new branch forks there, wherever the run is now.
+        source = self._branches.get(start_branch)
+        if source is None or source.steps.count_until("step", start_step) < min(
+                start_step, len(source.steps)):
+            raise ValueError(f"branch {start_branch} at step {start_step}, where this look-ahead "
+                             "started, is not in this run's history")
         self._save_branch_being_left("before committing a look-ahead")
-        source = self._branches[self._branch]
         self._load_state(arrays, meta)
         return self._fork(source, start_branch, start_step, None, history=history,
                           events=events, note="look-ahead candidate committed")

@@ -162,9 +162,8 @@ def estimate_error_figure(stats: Mapping, layer: str, kind: str, symbol: str) ->
     fig.add_trace(go.Bar(x=units, y=population, name=f"population {symbol}",
                          marker_color="#2ca02c"))
     fig.add_trace(go.Bar(x=units, y=running, name=f"running {symbol}", marker_color="#9467bd"))
-    # The estimate's error per unit, for at most a few thousand units (plain Python, no arrays).
-    error = [r - p for r, p in zip(running, population, strict=True)]
-    fig.add_trace(go.Scatter(x=units, y=error, name="error (running − population)",
+    fig.add_trace(go.Scatter(x=units, y=stats[f"{kind}_error"].tolist(),
+                             name="error (running − population)",
                              mode="markers", marker={"color": "#d62728", "symbol": "x",
                                                      "size": 7}))
     fig.update_layout(barmode="group", bargap=0.15)

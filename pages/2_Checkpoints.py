@@ -1,4 +1,4 @@
-"""Checkpoints: the branch tree, the list as on disk, comparisons, rollback and delete.
+"""Checkpoints: the branch tree, the list as on disk, comparisons, rollback, delete, export.
 
 The tree and the table follow the run folder live (a watchdog observer reacts to the
 atomic rename of every new checkpoint, from this server or another process). Comparing
@@ -15,7 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dlcore.downsample import downsample, smooth
+from dlcore.downsample import downsample
+from dlcore.export import history_csv, model_files
 from dlcore.trainer import Snapshot, Trainer
 from pages.shared import charts, ui
 from pages.shared.disk import checkpoint_folder, checkpoints_on_disk
@@ -45,6 +46,7 @@ def main() -> None:
     labels = {row["id"]: _label(row) for row in rows}
     ids = [row["id"] for row in reversed(rows)]  # newest first
     actions(trainer, snapshot, ids, labels)
+    export(trainer, snapshot, ids, labels)
     compare(trainer, snapshot, rows, ids, labels)
 
 
@@ -218,6 +220,71 @@ def _delete(trainer: Trainer) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------
+
+
+def export(trainer: Trainer, snapshot: Snapshot, ids: list[str], labels: Mapping) -> None:
+    """A checkpoint as a standalone model (.npz + JSON card), the history as CSV.
+
+    The files are made only when asked: the model card evaluates the checkpoint."""
+    with st.container(border=True):
+        st.subheader("Export", anchor=False)
+        left, right = st.columns(2)
+        with left:
+            target = st.selectbox("Checkpoint to export", ids, format_func=labels.get,
+                                  key="export_checkpoint")
+            st.button("Prepare export", key="prepare_export", icon=":material/package_2:",
+                      on_click=_prepare_export, args=(trainer, snapshot.run_id))
+            ui.show_flashes(channel="export")
+            prepared = st.session_state.get("export_model")
+            if prepared and prepared["key"] == (snapshot.run_id, target):
+                name = f"panda-{snapshot.run_id}-{target}"
+                with st.container(horizontal=True):
+                    st.download_button("Download model (.npz)", prepared["npz"],
+                                       file_name=f"{name}.npz",
+                                       mime="application/octet-stream", key="download_model",
+                                       icon=":material/download:", on_click="ignore")
+                    st.download_button("Download model card (.json)", prepared["card"],
+                                       file_name=f"{name}.json", mime="application/json",
+                                       key="download_card", icon=":material/download:",
+                                       on_click="ignore")
+            st.caption("The .npz holds the weights, BatchNorm's running statistics and the "
+                       "input standardisation; the card says how to use them with numpy "
+                       "alone, and holds the architecture, hyperparameter history and "
+                       "metrics.")
+        with right:
+            st.button("Prepare history CSV", key="prepare_history",
+                      icon=":material/table_view:", on_click=_prepare_history,
+                      args=(trainer,))
+            prepared = st.session_state.get("export_history")
+            if prepared and prepared["run_id"] == snapshot.run_id:
+                st.download_button("Download history (.csv)", prepared["csv"],
+                                   file_name=f"panda-{snapshot.run_id}-history.csv",
+                                   mime="text/csv", key="download_history",
+                                   icon=":material/download:", on_click="ignore")
+                st.caption(f"As of step {prepared['step']} on branch {prepared['branch']}: "
+                           "one row per step of the active lineage, evaluation columns "
+                           "filled where one happened.")
+
+
+def _prepare_export(trainer: Trainer, run_id: str) -> None:
+    checkpoint_id = st.session_state["export_checkpoint"]
+    ok, files = ui.run_command(model_files, trainer, checkpoint_id, channel="export")
+    if ok:
+        npz, card = files
+        st.session_state["export_model"] = {"key": (run_id, checkpoint_id), "npz": npz,
+                                            "card": card}
+
+
+def _prepare_history(trainer: Trainer) -> None:
+    snapshot = trainer.snapshot()
+    st.session_state["export_history"] = {"run_id": snapshot.run_id, "step": snapshot.step,
+                                          "branch": snapshot.branch,
+                                          "csv": history_csv(snapshot)}
+
+
+# ---------------------------------------------------------------------------
 # Compare
 # ---------------------------------------------------------------------------
 
@@ -340,7 +407,7 @@ def lineage_figure(snapshot: Snapshot, results: Mapping, column: str) -> go.Figu
         n = charts.index_until(steps, info["step"])
         if n == 0:
             continue
-        values = smooth(history[column][:n]) if cost else history[column][:n]
+        values = history["cost_smoothed" if cost else column][:n]
         xs, ys = downsample(steps[:n], values, charts.MAX_POINTS)
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=checkpoint_id,
                                  line={"width": 2,

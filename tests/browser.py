@@ -81,16 +81,23 @@ def streamlit_server(checkpoint_dir: Path, log_path: Path):
 
 
 @contextlib.contextmanager
-def chromium_page(width=1500, height=1000):
+def chromium_pages(count=1, width=1500, height=1000):
+    """``count`` pages, each in its own browser context (its own Streamlit session)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            yield page
+            yield [browser.new_context(viewport={"width": width, "height": height}).new_page()
+                   for _ in range(count)]
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def chromium_page(width=1500, height=1000):
+    with chromium_pages(1, width, height) as pages:
+        yield pages[0]
 
 
 def screenshot(page, name: str) -> Path:

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def metric(at, label: str) -> str:
@@ -59,7 +60,9 @@ def test_step_10_shows_step_10_and_the_cost_curve(panda):
     cost = panda.charts(at)["chart_cost"]
     raw = next(t for t in cost["data"] if t["name"] == "J (raw)")
     assert panda.values(raw["x"]) == list(range(1, 11))
-    assert any(t["name"].startswith("J (smoothed") for t in cost["data"])
+    smoothed = next(t for t in cost["data"] if t["name"].startswith("J (smoothed"))
+    history = panda.trainer().snapshot().history  # the engine's smoothing, not the page's
+    assert panda.values(smoothed["y"]) == history["cost_smoothed"].tolist()
 
 
 def test_start_then_pause(panda):
@@ -201,8 +204,10 @@ def test_divergence_banner_rolls_back_with_half_the_alpha(panda):
     alpha_input = next(n for n in at.number_input if n.key.startswith("divergence_alpha"))
     assert alpha_input.value == 50.0
     next(b for b in at.button if b.label == "Roll back to last good checkpoint").click().run()
-    snapshot = panda.wait_for(lambda s: s.hparams["lr"] == 50.0)
+    snapshot = panda.trainer().snapshot()  # one command: rolled back with the new α at once
+    assert snapshot.hparams["lr"] == 50.0
     assert snapshot.status == "paused" and snapshot.branch == 1
+    assert any("α = 50" in s.value for s in at.success)
     assert not any("diverged at step" in e.value for e in at.error)
 
 
@@ -216,3 +221,81 @@ def test_worker_error_is_shown_with_its_traceback(panda):
     at.run()
     assert any(snapshot.error in e.value for e in at.error)
     assert any(c.value.strip() == snapshot.error_traceback.strip() for c in at.code)
+
+
+def too_small_alpha_run(panda, autopilot: bool = False):
+    """A run whose α is far too small: 140 steps, evaluated every 20 (the ratio rule fires)."""
+    from dlcore.trainer import RunConfig
+    from pages.shared.engine import holder
+
+    at = panda.run()
+    trainer = holder().new_run(RunConfig(hidden=(16,), eval_every=20, lr=1e-7))
+    if autopilot:
+        at.run()
+        at.toggle(key="autopilot").set_value(True).run()
+        panda.wait_for(lambda s: s.autopilot)
+    trainer.step(140)
+    panda.wait_for(lambda s: s.step == 140 and s.status == "paused")
+    return at.run()
+
+
+def test_healthy_run_gets_no_suggestion(panda):
+    at = panda.run()
+    assert any("No suggestions" in c.value for c in at.caption)
+    assert not at.toggle(key="autopilot").value
+    assert not any(b.key.startswith("assistant_apply_") for b in at.button)
+
+
+def test_assistant_suggests_a_larger_alpha_with_evidence_and_applies_it(panda):
+    at = too_small_alpha_run(panda)
+    assert any("α looks too low" in m.value for m in at.markdown)
+    assert any("update-to-weight ratio" in c.value for c in at.caption)
+    apply = next(b for b in at.button if b.key.startswith("assistant_apply_")
+                 and b.key.endswith("update_ratio_low"))
+    apply.click().run()
+    snapshot = panda.wait_for(lambda s: s.hparams["lr"] > 1e-7)
+    assert snapshot.hparams["lr"] == pytest.approx(1e-6)  # ×10 at most
+    message = next(s.value for s in at.success if "Applied: α looks too low" in s.value)
+    undo_point = next(c["id"] for c in snapshot.checkpoints if c["kind"] == "pre-change")
+    assert f"roll back to {undo_point}" in message
+    assert not any(b.key.startswith("assistant_apply_") for b in at.button)  # cooldown
+    at.button(key="assistant_undo").click().run()
+    snapshot = panda.trainer().snapshot()
+    assert snapshot.hparams["lr"] == 1e-7 and snapshot.branch == 1 and snapshot.step == 140
+
+
+def test_autopilot_toggle_applies_suggestions_and_logs_them(panda):
+    at = too_small_alpha_run(panda, autopilot=True)
+    snapshot = panda.trainer().snapshot()
+    assert snapshot.autopilot and snapshot.hparams["lr"] > 1e-7
+    event = next(e for e in snapshot.events if e["kind"] == "autopilot")
+    assert any(f"step {event['step']} · {event['title']}" in c.value
+               and event["evidence"] in c.value for c in at.caption)
+    assert at.toggle(key="autopilot").value
+    panda.trainer().update(autopilot=False)  # another tab turns it off
+    panda.wait_for(lambda s: not s.autopilot)
+    at.run()
+    assert not at.toggle(key="autopilot").value
+
+
+def test_optimizer_switch_policy_previews_and_carries_the_moments(panda):
+    at = panda.run()
+    panda.trainer().step(20)
+    panda.wait_for(lambda s: s.step == 20 and s.status == "paused")
+    at.run()
+    assert not any(r.key == "switch_moments" for r in at.radio)
+    at.selectbox(key="hp_optimizer").set_value("momentum").run()
+    policy = at.radio(key="switch_moments")
+    assert policy.value == "fresh"
+    assert policy.options == ["fresh (t = 0)", "carry what transfers"]
+    policy.set_value("carry").run()
+    at.button(key="preview_switch").click().run()
+    table = next(df.value for df in at.dataframe if "jump" in df.value.columns)
+    assert list(table["layer"]) == list(panda.trainer().snapshot().layers)
+    assert (table["before"] > 0).all() and (table["after"] > 0).all()
+    assert panda.trainer().snapshot().step == 20  # previews run on sandboxes
+    at.button(key="apply").click().run()
+    snapshot = panda.wait_for(lambda s: s.hparams["optimizer"] == "momentum")
+    change = [e for e in snapshot.events if e["kind"] == "change"][-1]
+    assert change["carry_moments"] is True
+    assert any("carries the moments" in s.value for s in at.success)

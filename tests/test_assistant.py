@@ -96,3 +96,8 @@ def test_autopilot_applies_a_suggestion_and_logs_it(tmp_path):
         change = [e for e in snap.events if e["kind"] == "change"][-1]
         assert change["source"] == "autopilot: update_ratio_low"
         assert snap.hparams["lr"] > 1e-7
+
+
+def test_a_too_small_alpha_is_not_told_to_shrink_on_its_plateau():
+    cost = np.concatenate([np.linspace(1, 0.9, 12), np.full(8, 0.9)])
+    assert rules(fake_snapshot(dev_cost=cost, ratio=2e-6)) == ["update_ratio_low"]

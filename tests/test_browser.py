@@ -68,7 +68,7 @@ def test_a_babysitting_session_in_the_browser(tmp_path):
         alpha.fill("0.003")
         alpha.press("Enter")
         page.get_by_text("Pending: α 0.001 → 0.003").wait_for(timeout=30_000)
-        page.get_by_role("button", name="Apply").click()
+        page.get_by_test_id("stSidebarUserContent").get_by_role("button", name="Apply").click()
         wait_for(lambda: metric(page, "α now") == "0.003", what="α now = 0.003")
         markers = wait_for(lambda: [m for m in page.evaluate(CHANGE_MARKERS_JS) if m]
                            if len([m for m in page.evaluate(CHANGE_MARKERS_JS) if m]) >= 4 else None,
@@ -86,6 +86,7 @@ def test_a_babysitting_session_in_the_browser(tmp_path):
 
         # 5) Checkpoints: roll back to the pre-change checkpoint, see a second branch
         page.get_by_role("link", name="Checkpoints").click()
+        page.wait_for_url("**/Checkpoints", timeout=30_000)
         page.get_by_text("Roll back to this checkpoint").wait_for(timeout=30_000)
         page.get_by_role("combobox", name="Checkpoint", exact=True).click()
         page.get_by_role("option").filter(has_text="pre-change").first.click()
@@ -101,6 +102,8 @@ def test_a_babysitting_session_in_the_browser(tmp_path):
 
         # 7) the BatchNorm page shows the running estimates
         page.get_by_role("link", name="BatchNorm").click()
+        page.wait_for_url("**/BatchNorm", timeout=30_000)
+        page.get_by_text("BatchNorm at test time").wait_for(timeout=30_000)
         wait_for(lambda: page.locator(".js-plotly-plot").count() >= 2, what="BatchNorm charts")
         assert page.get_by_text("bn1").count() > 0
         screenshot(page, "04_batchnorm")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import shutil
 from pathlib import Path
 
@@ -35,6 +38,8 @@ def test_batchnorm_page_shows_heatmaps_per_unit_and_step(panda):
             "bn_accuracy_modes"} <= set(charts)
     names = {t["name"] for t in charts["bn_units_mean"]["data"]}
     assert {"unit 0 running", "unit 0 mini-batch", "unit 0 population"} <= names
+    error = next(t for t in charts["bn_error_var"]["data"] if t["name"].startswith("error"))
+    assert panda.values(error["y"]) == panda.trainer().snapshot().bn["bn1"]["var_error"].tolist()
     assert any("test time" in m.value for m in at.markdown)
 
 
@@ -129,3 +134,22 @@ def test_pages_show_divergence_too(panda):
     for page in (BATCHNORM, CHECKPOINTS):
         at = panda.run(page)
         assert any("diverged at step" in e.value for e in at.error)
+
+
+def test_export_prepares_the_model_card_and_history_only_when_asked(panda):
+    trained(panda, 20)
+    manual = panda.trainer().checkpoint("to export")
+    at = panda.run(CHECKPOINTS)
+    assert not at.get("download_button")  # nothing computed yet
+    assert at.selectbox(key="export_checkpoint").value == manual
+    at.button(key="prepare_export").click().run()
+    assert [b.label for b in at.get("download_button")] == [
+        "Download model (.npz)", "Download model card (.json)"]
+    card = json.loads(at.session_state["export_model"]["card"])
+    assert card["checkpoint"] == manual and card["step"] == 20
+    at.selectbox(key="export_checkpoint").set_value("ckpt-000000").run()
+    assert not at.get("download_button")  # prepared for another checkpoint
+    at.button(key="prepare_history").click().run()
+    assert [b.label for b in at.get("download_button")] == ["Download history (.csv)"]
+    rows = list(csv.DictReader(io.StringIO(at.session_state["export_history"]["csv"])))
+    assert len(rows) == 20 and rows[-1]["step"] == "20"

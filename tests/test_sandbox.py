@@ -130,3 +130,16 @@ def test_carried_state_maps_moments_by_meaning(trainer):
     np.testing.assert_array_equal(state["moments"]["fc1.W/s"], adam.state_dict()["moments"]["fc1.W/s"])
     back = carried_state(make_optimizer("momentum", 1e-3), make_optimizer("adam", 1e-3), params)
     assert back["t"] == 0 and all(np.all(v == 0) for v in back["moments"].values())
+
+
+def test_committing_a_look_ahead_from_a_checkpoint_on_another_branch(trainer):
+    fork = trainer.snapshot().checkpoints[0]["id"]  # step 0, branch 0
+    run_steps(trainer, 10)
+    trainer.rollback(trainer.checkpoint("to leave branch 0"))  # now on branch 1
+    state = trainer.export_state(fork)
+    results = sb.look_ahead(trainer.config, trainer.data, state, [{"lr": 2e-3}], steps=20,
+                            processes=1)
+    branch = trainer.adopt(sb.committable(results[0]))
+    snap = trainer.snapshot()
+    assert branch == 2 and snap.step == 20 and snap.branches[2]["parent_branch"] == 0
+    assert snap.branches[2]["fork_step"] == 0

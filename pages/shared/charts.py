@@ -14,12 +14,10 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from dlcore.downsample import downsample, smooth
+from dlcore.downsample import downsample
 from pages.shared.ui import describe_changes
 
 MAX_POINTS = 2000
-#: Above this many raw points the smoothed cost is computed on the downsampled curve.
-SMOOTH_RAW_LIMIT = 100_000
 #: At most this many event lines per chart (the newest); more would hide the curves.
 MAX_EVENT_LINES = 200
 CLASS_COLORS = qualitative.D3 + qualitative.Pastel
@@ -99,12 +97,19 @@ def add_empty_note(fig: go.Figure, text: str) -> None:
 def describe_event(event: Mapping) -> str:
     step, kind = event["step"], event["kind"]
     if kind == "change":
-        return f"step {step} · change: {describe_changes(event['changes'])}"
+        source = event.get("source", "user")
+        by = f" ({source})" if source != "user" else ""
+        carried = ", moments carried" if event.get("carry_moments") else ""
+        return f"step {step} · change{by}: {describe_changes(event['changes'])}{carried}"
     if kind == "checkpoint":
         note = f": {event['note']}" if event.get("note") else ""
         return f"step {step} · checkpoint {event['checkpoint']} ({event['checkpoint_kind']}){note}"
     if kind == "rollback":
+        if event.get("checkpoint") is None:  # a committed look-ahead forks at its start
+            return f"step {step} · look-ahead committed → branch {event['branch']}"
         return f"step {step} · rollback to {event['checkpoint']} → branch {event['branch']}"
+    if kind == "autopilot":
+        return f"step {step} · autopilot: {event['title']} ({event['evidence']})"
     if kind == "divergence":
         return f"step {step} · diverged: {event['cause']}"
     if kind == "error":
@@ -176,13 +181,8 @@ def cost_figure(history: Mapping, events, window: int | None, log_y: bool,
         add_empty_note(fig, "No steps yet: press Start or Step")
     else:
         add_line(fig, x, y, "J (raw)", line={"width": 1, "color": "rgba(31, 119, 180, 0.35)"})
-        smooth_style = {"width": 2.5, "color": "#1f77b4"}
-        if len(y) <= SMOOTH_RAW_LIMIT:
-            add_line(fig, x, smooth(y), "J (smoothed, β = 0.98)", line=smooth_style)
-        else:  # smoothing a million raw points each second is too slow for a live view
-            xs, ys = downsample(x, y, MAX_POINTS)
-            fig.add_trace(go.Scatter(x=xs, y=smooth(ys), name="J (smoothed)", mode="lines",
-                                     line=smooth_style))
+        add_line(fig, x, history["cost_smoothed"][start:], "J (smoothed, β = 0.98)",
+                 line={"width": 2.5, "color": "#1f77b4"})
     add_event_markers(fig, events, first)
     return fig
 

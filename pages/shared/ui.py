@@ -109,8 +109,9 @@ def show_flashes(channel: str = "main") -> None:
         getattr(st, kind)(message)
 
 
-def run_command(action: Callable, *args, **kwargs) -> tuple[bool, object]:
-    """Call a Trainer method: ``(True, result)``, or ``(False, None)`` after showing why.
+def run_command(action: Callable, *args, channel: str = "main", **kwargs) -> tuple[bool, object]:
+    """Call a Trainer method: ``(True, result)``, or ``(False, None)`` after showing why
+    (in ``channel``, see :func:`flash`).
 
     A ValueError is a user's mistake (bad value, unknown checkpoint): the Trainer checked
     it before doing anything, so the run is as it was.
@@ -118,10 +119,10 @@ def run_command(action: Callable, *args, **kwargs) -> tuple[bool, object]:
     try:
         return True, action(*args, **kwargs)
     except ValueError as error:
-        flash("error", str(error))
+        flash("error", str(error), channel)
     except (RuntimeError, TimeoutError) as error:
         flash("error", f"The command did not reach the run: {error}. "
-                       "The page now shows the current run; try again.")
+                       "The page now shows the current run; try again.", channel)
     return False, None
 
 
@@ -190,19 +191,11 @@ def divergence_banner(trainer: Trainer, divergence) -> None:
 
 
 def _rollback_after_divergence(trainer: Trainer, checkpoint_id: str, alpha_key: str) -> None:
-    ok, branch = run_command(trainer.rollback, checkpoint_id)
-    if not ok:
-        return
     alpha = st.session_state[alpha_key]
-    try:
-        trainer.update(lr=alpha)
-    except ValueError as error:
-        flash("error", f"Rolled back to {checkpoint_id} (branch {branch}), but α stayed as it "
-                       f"was: {error}")
-        return
-    wait_until(trainer, lambda s: s.hparams["lr"] == alpha)
-    flash("success", f"Rolled back to {checkpoint_id}; continuing on branch {branch} with "
-                     f"α = {alpha:.3g}. Press Start to train.")
+    ok, branch = run_command(trainer.rollback, checkpoint_id, lr=alpha)  # one command
+    if ok:
+        flash("success", f"Rolled back to {checkpoint_id}; continuing on branch {branch} with "
+                         f"α = {alpha:.3g}. Press Start to train.")
 
 
 def live_run_every(status: str) -> float | None:
