@@ -1,22 +1,18 @@
 """The Look-ahead page in a real browser: run a look-ahead from the live run, commit a
-candidate as a new branch, run an LR range test. Its two screenshots are the ones in
-docs/ (lookahead.png, range_test.png).
+candidate as a new branch, run an LR range test. Its two screenshots land in
+tests/artifacts/ (lookahead.png, range_test.png); docs/ holds copies of them.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 
-from tests.browser import ROOT, chromium_page, require_browser, screenshot, streamlit_server
+from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
 from tests.test_browser import step_count, wait_for
 
 pytestmark = pytest.mark.browser
-
-DOCS = ROOT / "docs"
-
 
 def plot_count(page) -> int:
     return page.locator(".js-plotly-plot").count()
@@ -57,8 +53,7 @@ def test_look_ahead_commit_and_range_test_in_the_browser(tmp_path):
         traces = page.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
             .map(plot => (plot.data || []).filter(t => t.showlegend !== false).map(t => t.name))""")
         assert ["α × ⅓", "α × 1 (unchanged)", "α × 3"] in traces
-        DOCS.mkdir(exist_ok=True)
-        shutil.copy(screenshot(page, "lookahead"), DOCS / "lookahead.png")
+        screenshot(page, "lookahead")
 
         # 3) commit α × 3 with its state, as a new branch
         page.get_by_text("α × 3", exact=True).last.click()
@@ -79,7 +74,7 @@ def test_look_ahead_commit_and_range_test_in_the_browser(tmp_path):
             .flatMap(plot => (plot.data || []).filter(t => t.meta && t.meta.suggestion)
                                             .map(t => t.meta.suggestion))""")
         assert sorted(suggestions) == ["min_tenth", "steepest"]
-        shutil.copy(screenshot(page, "range_test"), DOCS / "range_test.png")
+        screenshot(page, "range_test")
 
         # 5) the live page and the Checkpoints page show branch 1
         open_page(page, "app", page.get_by_role("button", name="Step ×100"))
