@@ -15,17 +15,23 @@ def machine_report() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    lines = [f"CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-             f"numpy {np.__version__}"]
+    lines = [
+        f"CPU: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"numpy {np.__version__}"
+    ]
     try:
         from threadpoolctl import threadpool_info
 
         for pool in threadpool_info():
             if pool.get("user_api") == "blas":
-                lines.append(f"BLAS: {pool.get('internal_api')} {pool.get('version')} "
-                             f"kernel={pool.get('architecture')} threads={pool.get('num_threads')}")
+                lines.append(
+                    f"BLAS: {pool.get('internal_api')} {pool.get('version')} "
+                    f"kernel={pool.get('architecture')} threads={pool.get('num_threads')}"
+                )
     except ImportError:
         lines.append("BLAS: (install threadpoolctl to see which kernel runs)")
-    blas_env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    blas_env = {
+        k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ
+    }
     lines.append(f"BLAS environment: {blas_env or 'OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset'}")
     return "\n".join(lines)

@@ -37,8 +37,13 @@ from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer  # noqa: E402
 from tests.browser import chromium_page, streamlit_server  # noqa: E402
 
 MNIST_LIKE = RunConfig(
-    dataset="blobs", dataset_params={"n_samples": 12000, "n_features": 784, "n_classes": 10},
-    hidden=(256, 128), batch_size=256, dtype="float32", eval_every=100, checkpoint_every=200,
+    dataset="blobs",
+    dataset_params={"n_samples": 12000, "n_features": 784, "n_classes": 10},
+    hidden=(256, 128),
+    batch_size=256,
+    dtype="float32",
+    eval_every=100,
+    checkpoint_every=200,
 )
 
 REFRESH_SCRIPT = """
@@ -80,10 +85,12 @@ def throughput_with_and_without_page(folder: Path, phase_seconds: float, phases:
     frames = {"bytes": 0, "count": 0}
     with_page, without_page, bytes_per_second = [], [], []
     with streamlit_server(folder, folder / "server.log") as (url, _), chromium_page() as page:
+
         def on_socket(ws):
             def received(payload):
                 frames["bytes"] += len(payload)
                 frames["count"] += 1
+
             ws.on("framereceived", received)
 
         page.on("websocket", on_socket)
@@ -93,7 +100,7 @@ def throughput_with_and_without_page(folder: Path, phase_seconds: float, phases:
         page.get_by_role("button", name="Pause").wait_for(timeout=60_000)
         time.sleep(3)  # warm up
         for i in range(phases):
-            for open_page in ((False, True) if i % 2 == 0 else (True, False)):
+            for open_page in (False, True) if i % 2 == 0 else (True, False):
                 if open_page:
                     page.goto(url)
                     page.get_by_role("button", name="Pause").wait_for(timeout=60_000)
@@ -123,7 +130,9 @@ def refresh_cost_with_history(folder: Path, steps: int, repeats: int):
     trainer = Trainer(RunConfig(hidden=(64, 32), eval_every=50), folder, run_id="long")
     branch = trainer._branches[0]
     rng = np.random.default_rng(0)
-    rows = {name: rng.random(steps).astype(dtype) for name, (dtype, _) in branch.steps.schema.items()}
+    rows = {
+        name: rng.random(steps).astype(dtype) for name, (dtype, _) in branch.steps.schema.items()
+    }
     rows["step"] = np.arange(1, steps + 1)
     rows["epoch"] = (np.arange(steps) // 22).astype(np.int32)
     n_evals = steps // 50
@@ -143,7 +152,10 @@ def refresh_cost_with_history(folder: Path, steps: int, repeats: int):
     for _ in range(repeats):
         at.run()
         if at.exception:
-            raise RuntimeError(f"the refresh script failed: {at.exception[0].message}\n{at.exception[0].stack_trace}")
+            raise RuntimeError(
+                f"the refresh script failed: {at.exception[0].message}\n"
+                f"{at.exception[0].stack_trace}"
+            )
         times.append(at.session_state["elapsed"] * 1e3)
         sizes.append(sum(len(el.proto.spec) for el in at.get("plotly_chart")))
     return times, sizes
@@ -160,29 +172,59 @@ def main():
         folder = Path(tmp) / "watched"
         Trainer(MNIST_LIKE, folder, run_id="mnist-like").stop()
         with_page, without_page, bytes_per_second = throughput_with_and_without_page(
-            folder, phase_seconds, phases)
+            folder, phase_seconds, phases
+        )
         refresh_ms, spec_bytes = refresh_cost_with_history(Path(tmp) / "long", 10**6, repeats)
 
     def fmt(values, digits=0):
-        return (f"{statistics.median(values):.{digits}f} "
-                f"({min(values):.{digits}f}–{max(values):.{digits}f})")
+        return (
+            f"{statistics.median(values):.{digits}f} "
+            f"({min(values):.{digits}f}–{max(values):.{digits}f})"
+        )
 
     ratio = statistics.median(with_page) / statistics.median(without_page)
     rows = [
-        ("steps/s, live page open vs none", fmt(with_page), fmt(without_page), f"{ratio:.3f}",
-         "≥ 0.9", ratio >= 0.9),
-        ("one live refresh, 10^6 steps (ms, server)", fmt(refresh_ms, 1), "", "", "≤ 150 ms",
-         statistics.median(refresh_ms) <= 150),
-        ("plotly bytes per refresh (KB, server)", fmt([s / 1e3 for s in spec_bytes], 1), "", "",
-         "≤ 300 KB", statistics.median(spec_bytes) <= 300e3),
-        ("websocket bytes/s received, running (KB)", fmt([b / 1e3 for b in bytes_per_second], 1),
-         "", "", "≤ 300 KB", statistics.median(bytes_per_second) <= 300e3),
+        (
+            "steps/s, live page open vs none",
+            fmt(with_page),
+            fmt(without_page),
+            f"{ratio:.3f}",
+            "≥ 0.9",
+            ratio >= 0.9,
+        ),
+        (
+            "one live refresh, 10^6 steps (ms, server)",
+            fmt(refresh_ms, 1),
+            "",
+            "",
+            "≤ 150 ms",
+            statistics.median(refresh_ms) <= 150,
+        ),
+        (
+            "plotly bytes per refresh (KB, server)",
+            fmt([s / 1e3 for s in spec_bytes], 1),
+            "",
+            "",
+            "≤ 300 KB",
+            statistics.median(spec_bytes) <= 300e3,
+        ),
+        (
+            "websocket bytes/s received, running (KB)",
+            fmt([b / 1e3 for b in bytes_per_second], 1),
+            "",
+            "",
+            "≤ 300 KB",
+            statistics.median(bytes_per_second) <= 300e3,
+        ),
     ]
-    print(f"{'measure':44} {'median (min–max)':>24} {'reference':>20} {'ratio':>6} "
-          f"{'target':>9}  met")
+    print(
+        f"{'measure':44} {'median (min–max)':>24} {'reference':>20} {'ratio':>6} {'target':>9}  met"
+    )
     for name, value, reference, ratio_text, target, met in rows:
-        print(f"{name:44} {value:>24} {reference:>20} {ratio_text:>6} {target:>9}  "
-              f"{'yes' if met else 'NO'}")
+        print(
+            f"{name:44} {value:>24} {reference:>20} {ratio_text:>6} {target:>9}  "
+            f"{'yes' if met else 'NO'}"
+        )
 
 
 if __name__ == "__main__":

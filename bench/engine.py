@@ -33,15 +33,25 @@ from bench.common import machine_report  # noqa: E402
 from dlcore.trainer import RunConfig, Trainer, _append_bn  # noqa: E402
 
 MNIST_LIKE = RunConfig(
-    dataset="blobs", dataset_params={"n_samples": 12000, "n_features": 784, "n_classes": 10},
-    hidden=(256, 128), batch_size=256, dtype="float32", optimizer="adam", lr=1e-3,
+    dataset="blobs",
+    dataset_params={"n_samples": 12000, "n_features": 784, "n_classes": 10},
+    hidden=(256, 128),
+    batch_size=256,
+    dtype="float32",
+    optimizer="adam",
+    lr=1e-3,
     eval_every=10**9,
 )
 
 
 def bare_loop_seconds(trainer: Trainer, steps: int) -> float:
     """The same step the Trainer takes, with nothing around it, on the trainer's own state."""
-    net, optimizer, iterator, data = trainer._net, trainer._optimizer, trainer._iterator, trainer.data
+    net, optimizer, iterator, data = (
+        trainer._net,
+        trainer._optimizer,
+        trainer._iterator,
+        trainer.data,
+    )
     hp = trainer._hparams
     start = time.perf_counter()
     for _ in range(steps):
@@ -87,8 +97,9 @@ def history_snapshot(steps: int):
     with trainer._lock:
         branch.steps.extend(rows)
         n_evals = steps // 50
-        branch.evals.extend({name: np.zeros(n_evals, dtype)
-                             for name, (dtype, _) in branch.evals.schema.items()})
+        branch.evals.extend(
+            {name: np.zeros(n_evals, dtype) for name, (dtype, _) in branch.evals.schema.items()}
+        )
         bn_row = {name: np.zeros(shape, dtype) for name, (dtype, shape) in branch.bn.schema.items()}
         for i in range(n_evals):  # through the real path, which thins old rows
             _append_bn(branch, {**bn_row, "eval_step": 50 * (i + 1)})
@@ -98,8 +109,11 @@ def history_snapshot(steps: int):
         start = time.perf_counter()
         snap = trainer.snapshot()
         times.append((time.perf_counter() - start) * 1e3)
-    memory = sum(column.nbytes for table in (branch.steps, branch.evals, branch.bn)
-                 for column in table._data.values())
+    memory = sum(
+        column.nbytes
+        for table in (branch.steps, branch.evals, branch.bn)
+        for column in table._data.values()
+    )
     assert len(snap.history["step"]) == steps
     trainer.stop()
     return times, memory
@@ -114,8 +128,11 @@ def main():
     print()
     with tempfile.TemporaryDirectory() as folder:
         plain = Trainer(MNIST_LIKE, Path(folder) / "plain", run_id="plain")
-        saving = Trainer(RunConfig(**{**MNIST_LIKE.__dict__, "checkpoint_every": 100}),
-                         Path(folder) / "saving", run_id="saving")
+        saving = Trainer(
+            RunConfig(**{**MNIST_LIKE.__dict__, "checkpoint_every": 100}),
+            Path(folder) / "saving",
+            run_id="saving",
+        )
         trainer_sec = lambda n: trainer_seconds(plain, n)  # noqa: E731
         bare_sec = lambda n: bare_loop_seconds(plain, n)  # noqa: E731
         saving_sec = lambda n: trainer_seconds(saving, n)  # noqa: E731
@@ -128,21 +145,57 @@ def main():
 
     rows = []
     t, b = summary(trainer_rates), summary(bare_rates)
-    rows.append(("Trainer vs bare loop (steps/s)", f"{t[0]:.0f} ({t[1]:.0f}–{t[2]:.0f})",
-                 f"{b[0]:.0f} ({b[1]:.0f}–{b[2]:.0f})", t[0] / b[0], "≥ 0.95", t[0] / b[0] >= 0.95))
+    rows.append(
+        (
+            "Trainer vs bare loop (steps/s)",
+            f"{t[0]:.0f} ({t[1]:.0f}–{t[2]:.0f})",
+            f"{b[0]:.0f} ({b[1]:.0f}–{b[2]:.0f})",
+            t[0] / b[0],
+            "≥ 0.95",
+            t[0] / b[0] >= 0.95,
+        )
+    )
     s, p = summary(saving_rates), summary(plain_rates)
-    rows.append(("checkpoint_every=100 vs none (steps/s)", f"{s[0]:.0f} ({s[1]:.0f}–{s[2]:.0f})",
-                 f"{p[0]:.0f} ({p[1]:.0f}–{p[2]:.0f})", s[0] / p[0], "≥ 0.95", s[0] / p[0] >= 0.95))
+    rows.append(
+        (
+            "checkpoint_every=100 vs none (steps/s)",
+            f"{s[0]:.0f} ({s[1]:.0f}–{s[2]:.0f})",
+            f"{p[0]:.0f} ({p[1]:.0f}–{p[2]:.0f})",
+            s[0] / p[0],
+            "≥ 0.95",
+            s[0] / p[0] >= 0.95,
+        )
+    )
     m = summary(snapshot_ms)
-    rows.append(("snapshot() with 10^6 steps (ms)", f"{m[0]:.2f} ({m[1]:.2f}–{m[2]:.2f})", "", None,
-                 "≤ 20 ms", m[0] <= 20))
-    rows.append(("history memory for 10^6 steps (MB)", f"{memory / 1e6:.1f}", "", None, "≤ 100 MB",
-                 memory / 1e6 <= 100))
-    print(f"{'measure':42} {'median (min–max)':>22} {'reference':>18} {'ratio':>6} {'target':>9}  met")
+    rows.append(
+        (
+            "snapshot() with 10^6 steps (ms)",
+            f"{m[0]:.2f} ({m[1]:.2f}–{m[2]:.2f})",
+            "",
+            None,
+            "≤ 20 ms",
+            m[0] <= 20,
+        )
+    )
+    rows.append(
+        (
+            "history memory for 10^6 steps (MB)",
+            f"{memory / 1e6:.1f}",
+            "",
+            None,
+            "≤ 100 MB",
+            memory / 1e6 <= 100,
+        )
+    )
+    print(
+        f"{'measure':42} {'median (min–max)':>22} {'reference':>18} {'ratio':>6} {'target':>9}  met"
+    )
     for name, value, reference, ratio, target, met in rows:
         ratio_text = f"{ratio:.3f}" if ratio is not None else ""
-        print(f"{name:42} {value:>22} {reference:>18} {ratio_text:>6} {target:>9}  "
-              f"{'yes' if met else 'NO'}")
+        print(
+            f"{name:42} {value:>22} {reference:>18} {ratio_text:>6} {target:>9}  "
+            f"{'yes' if met else 'NO'}"
+        )
 
 
 if __name__ == "__main__":

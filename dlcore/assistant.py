@@ -76,17 +76,22 @@ def _plateau(snapshot, history, hparams, settings):
     if len(dev_cost) <= settings.patience:
         return []
     best_before = float(np.min(dev_cost[: -settings.patience]))
-    recent_best = float(np.min(dev_cost[-settings.patience:]))
+    recent_best = float(np.min(dev_cost[-settings.patience :]))
     if recent_best < best_before * (1 - settings.min_delta):
         return []
     new_lr = hparams["lr"] * settings.lr_factor
     steps = history["eval_step"]
-    return [Suggestion(
-        "plateau", f"Plateau: reduce α to {new_lr:.3g}",
-        f"dev cost has not improved by {settings.min_delta:.0%} in the last {settings.patience} "
-        f"evaluations (steps {steps[-settings.patience]}–{steps[-1]}): best {recent_best:.4g} "
-        f"vs {best_before:.4g} before",
-        {"update": {"lr": new_lr}})]
+    return [
+        Suggestion(
+            "plateau",
+            f"Plateau: reduce α to {new_lr:.3g}",
+            f"dev cost has not improved by {settings.min_delta:.0%} in the last "
+            f"{settings.patience} "
+            f"evaluations (steps {steps[-settings.patience]}–{steps[-1]}): best {recent_best:.4g} "
+            f"vs {best_before:.4g} before",
+            {"update": {"lr": new_lr}},
+        )
+    ]
 
 
 def _overfitting(snapshot, history, hparams, settings):
@@ -100,23 +105,40 @@ def _overfitting(snapshot, history, hparams, settings):
     train_rise = float(train_window[-1] - train_window[0])
     if dev_drop < settings.overfit_drop or train_rise <= 0:
         return []
-    evidence = (f"over the last {window} evaluations dev accuracy fell {dev_drop:.1%} from its "
-                f"best while train accuracy rose {train_rise:.1%} (gap now "
-                f"{train_window[-1] - dev_window[-1]:.1%})")
+    evidence = (
+        f"over the last {window} evaluations dev accuracy fell {dev_drop:.1%} from its "
+        f"best while train accuracy rose {train_rise:.1%} (gap now "
+        f"{train_window[-1] - dev_window[-1]:.1%})"
+    )
     l2 = hparams["l2"]
     new_l2 = 0.1 if l2 == 0 else l2 * 3
-    out = [Suggestion("overfitting", f"Overfitting: raise L2 λ to {new_l2:.3g}", evidence,
-                      {"update": {"l2": new_l2}})]
+    out = [
+        Suggestion(
+            "overfitting",
+            f"Overfitting: raise L2 λ to {new_l2:.3g}",
+            evidence,
+            {"update": {"l2": new_l2}},
+        )
+    ]
     if hparams["keep_prob"] > 0.55:
         keep_prob = round(max(0.5, hparams["keep_prob"] - 0.2), 2)
-        out.append(Suggestion("overfitting", f"Overfitting: dropout, keep-prob {keep_prob}",
-                              evidence, {"update": {"keep_prob": keep_prob}}))
+        out.append(
+            Suggestion(
+                "overfitting",
+                f"Overfitting: dropout, keep-prob {keep_prob}",
+                evidence,
+                {"update": {"keep_prob": keep_prob}},
+            )
+        )
     return out
 
 
 def _update_ratio(snapshot, history, hparams, settings):
-    columns = [np.asarray(v[-settings.ratio_steps:]) for k, v in history.items()
-               if k.startswith("update_ratio/")]
+    columns = [
+        np.asarray(v[-settings.ratio_steps :])
+        for k, v in history.items()
+        if k.startswith("update_ratio/")
+    ]
     if not columns or len(columns[0]) < settings.ratio_steps:
         return []
     ratio = float(np.median(np.mean(columns, axis=0)))
@@ -126,11 +148,15 @@ def _update_ratio(snapshot, history, hparams, settings):
     factor = float(np.clip(target / ratio, 0.1, 10.0))
     new_lr = hparams["lr"] * factor
     too = "high" if ratio > target else "low"
-    return [Suggestion(
-        f"update_ratio_{too}", f"α looks too {too}: try {new_lr:.3g}",
-        f"median update-to-weight ratio ‖ΔW‖/‖W‖ over the last {settings.ratio_steps} steps is "
-        f"{ratio:.2g}, more than {tolerance:g}× from the usual ~{target:g}",
-        {"update": {"lr": new_lr}})]
+    return [
+        Suggestion(
+            f"update_ratio_{too}",
+            f"α looks too {too}: try {new_lr:.3g}",
+            f"median update-to-weight ratio ‖ΔW‖/‖W‖ over the last {settings.ratio_steps} steps is "
+            f"{ratio:.2g}, more than {tolerance:g}× from the usual ~{target:g}",
+            {"update": {"lr": new_lr}},
+        )
+    ]
 
 
 def _early_stopping(snapshot, history, hparams, settings):
@@ -143,17 +169,21 @@ def _early_stopping(snapshot, history, hparams, settings):
     best_index = int(np.argmax(dev))
     best_step = int(history["eval_step"][best_index])
     candidates = [c for c in lineage_checkpoints(snapshot) if "dev_accuracy" in c["metrics"]]
-    best = max(candidates, key=lambda c: (c["metrics"]["dev_accuracy"], -c["step"]),
-               default=None)
-    evidence = (f"dev accuracy has not beaten {dev[best_index]:.2%} (step {best_step}) in "
-                f"the last {patience} evaluations")
+    best = max(candidates, key=lambda c: (c["metrics"]["dev_accuracy"], -c["step"]), default=None)
+    evidence = (
+        f"dev accuracy has not beaten {dev[best_index]:.2%} (step {best_step}) in "
+        f"the last {patience} evaluations"
+    )
     if best is None:
-        return [Suggestion("early_stopping", "Early stopping: pause", evidence,
-                           {"pause": True})]
-    return [Suggestion(
-        "early_stopping",
-        f"Early stopping: restore {best['id']} (dev {best['metrics']['dev_accuracy']:.2%})",
-        evidence, {"rollback": best["id"]})]
+        return [Suggestion("early_stopping", "Early stopping: pause", evidence, {"pause": True})]
+    return [
+        Suggestion(
+            "early_stopping",
+            f"Early stopping: restore {best['id']} (dev {best['metrics']['dev_accuracy']:.2%})",
+            evidence,
+            {"rollback": best["id"]},
+        )
+    ]
 
 
 def lineage_checkpoints(snapshot) -> list:
@@ -165,5 +195,9 @@ def lineage_checkpoints(snapshot) -> list:
         if info is None:
             break
         branch, limit = info["parent_branch"], info["fork_step"]
-    return [c for c in snapshot["checkpoints"] if c["branch"] in limits
-            and (limits[c["branch"]] is None or c["step"] <= limits[c["branch"]])]
+    return [
+        c
+        for c in snapshot["checkpoints"]
+        if c["branch"] in limits
+        and (limits[c["branch"]] is None or c["step"] <= limits[c["branch"]])
+    ]

@@ -102,8 +102,9 @@ def read(path: Path, expected_format: str, meta_only: bool = False) -> tuple[dic
     except FileNotFoundError:
         raise CheckpointError(f"{path.name}: file not found") from None
     except MemoryError:
-        raise CheckpointError(f"{path.name}: an array header claims more memory than there is") \
-            from None
+        raise CheckpointError(
+            f"{path.name}: an array header claims more memory than there is"
+        ) from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as error:
         # allow_pickle=False makes numpy raise ValueError on object arrays.
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__

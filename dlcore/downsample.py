@@ -30,7 +30,7 @@ def minmax_indices(y: np.ndarray, max_points: int = 2000) -> np.ndarray:
     starts = np.arange(full) * width
     picked = [starts + buckets.argmin(axis=1), starts + buckets.argmax(axis=1), [0, n - 1]]
     if full * width < n:
-        tail = y[full * width:]
+        tail = y[full * width :]
         picked.append([full * width + int(tail.argmin()), full * width + int(tail.argmax())])
     return np.unique(np.concatenate(picked))
 

@@ -31,28 +31,43 @@ def model_files(trainer, checkpoint_id: str) -> tuple[bytes, str]:
     np.savez(buffer, **weights)
     snap = trainer.snapshot()
     lineage_ids = {c["id"] for c in lineage_checkpoints(snap)}
-    branch_events = snap.branches[info["branch"]]["events"] if info["branch"] in snap.branches else ()
-    changes = [{"step": e["step"], "changes": _json_safe(e["changes"])}
-               for e in branch_events if e["kind"] == "change" and e["step"] <= info["step"]]
+    branch_events = (
+        snap.branches[info["branch"]]["events"] if info["branch"] in snap.branches else ()
+    )
+    changes = [
+        {"step": e["step"], "changes": _json_safe(e["changes"])}
+        for e in branch_events
+        if e["kind"] == "change" and e["step"] <= info["step"]
+    ]
     card = {
         "model": "Panda fully connected softmax classifier",
         "run_id": trainer.run_id,
         "checkpoint": checkpoint_id,
         "on_active_lineage": checkpoint_id in lineage_ids,
-        "step": info["step"], "epoch": info["epoch"], "branch": info["branch"],
+        "step": info["step"],
+        "epoch": info["epoch"],
+        "branch": info["branch"],
         "architecture": meta["architecture"],
-        "dataset": {"source": trainer.config.dataset, "classes": list(trainer.data.class_names),
-                    "n_train": len(trainer.data.y_train), "n_dev": len(trainer.data.y_dev)},
+        "dataset": {
+            "source": trainer.config.dataset,
+            "classes": list(trainer.data.class_names),
+            "n_train": len(trainer.data.y_train),
+            "n_dev": len(trainer.data.y_dev),
+        },
         "hyperparameters": _json_safe(info["hparams"]),
         "hyperparameter_history": changes,
-        "metrics": {k: float(inspected[k]) for k in
-                    ("train_accuracy", "dev_accuracy", "train_cost", "dev_cost")},
+        "metrics": {
+            k: float(inspected[k])
+            for k in ("train_accuracy", "dev_accuracy", "train_cost", "dev_cost")
+        },
         "confusion_dev": inspected["confusion_dev"].tolist(),
-        "usage": ("x = (x_raw - input/mean) / input/std; for each hidden layer l: "
-                  "z = x @ params/fc{l}.W (+ params/fc{l}.b without BatchNorm); with BatchNorm "
-                  "z = bn{l}.gamma * (z - buffers/bn{l}.running_mean) / "
-                  "sqrt(buffers/bn{l}.running_var + 1e-5) + bn{l}.beta; x = activation(z); "
-                  "logits = x @ W_last + b_last; class = argmax(logits)"),
+        "usage": (
+            "x = (x_raw - input/mean) / input/std; for each hidden layer l: "
+            "z = x @ params/fc{l}.W (+ params/fc{l}.b without BatchNorm); with BatchNorm "
+            "z = bn{l}.gamma * (z - buffers/bn{l}.running_mean) / "
+            "sqrt(buffers/bn{l}.running_var + 1e-5) + bn{l}.beta; x = activation(z); "
+            "logits = x @ W_last + b_last; class = argmax(logits)"
+        ),
     }
     return buffer.getvalue(), json.dumps(card, indent=2)
 
@@ -62,8 +77,9 @@ def history_csv(snapshot) -> str:
     history = snapshot["history"]
     step_columns = [k for k in ("step", "epoch", "cost", "lr", "grad_norm") if k in history]
     step_columns += sorted(k for k in history if k.startswith("update_ratio/"))
-    eval_columns = [k for k in ("train_accuracy", "dev_accuracy", "train_cost", "dev_cost")
-                    if k in history]
+    eval_columns = [
+        k for k in ("train_accuracy", "dev_accuracy", "train_cost", "dev_cost") if k in history
+    ]
     evals = {int(s): i for i, s in enumerate(history["eval_step"])}
     out = io.StringIO()
     writer = csv.writer(out)
@@ -78,4 +94,3 @@ def history_csv(snapshot) -> str:
 
 def _cell(value):
     return repr(float(value)) if isinstance(value, (float, np.floating)) else int(value)
-

@@ -19,9 +19,12 @@ class Columns:
     """
 
     def __init__(self, schema: dict[str, tuple], capacity: int = 1024):
-        self.schema = {name: (np.dtype(dtype), tuple(shape)) for name, (dtype, shape) in schema.items()}
+        self.schema = {
+            name: (np.dtype(dtype), tuple(shape)) for name, (dtype, shape) in schema.items()
+        }
         self._data = {
-            name: np.empty((capacity, *shape), dtype) for name, (dtype, shape) in self.schema.items()
+            name: np.empty((capacity, *shape), dtype)
+            for name, (dtype, shape) in self.schema.items()
         }
         self._length = 0
 

@@ -91,8 +91,11 @@ class Sandbox:
     def effective_steps(self) -> dict[str, float]:
         """RMS of the last update of each weight matrix relative to its RMS (‖ΔW‖/‖W‖)."""
         steps = self._trainer._branches[self._trainer._branch].steps.view()
-        return {k.removeprefix("update_ratio/"): float(v[-1]) for k, v in steps.items()
-                if k.startswith("update_ratio/") and len(v)}
+        return {
+            k.removeprefix("update_ratio/"): float(v[-1])
+            for k, v in steps.items()
+            if k.startswith("update_ratio/") and len(v)
+        }
 
 
 # ---------------------------------------------------------------------------
@@ -152,8 +155,16 @@ def _run_candidate_in_process(config, data, state, changes, steps, eval_every):
     return sandbox.history(), sandbox.diverged, sandbox.commit_payload()
 
 
-def look_ahead(config: RunConfig, data, state, candidates: list[dict], steps: int = 200,
-               evaluations: int = 10, processes: int | None = None, progress=None) -> list[Candidate]:
+def look_ahead(
+    config: RunConfig,
+    data,
+    state,
+    candidates: list[dict],
+    steps: int = 200,
+    evaluations: int = 10,
+    processes: int | None = None,
+    progress=None,
+) -> list[Candidate]:
     """Run ``steps`` steps from ``state`` for each candidate's changes.
 
     Every candidate starts from the same state and sees the same mini-batches.
@@ -167,22 +178,34 @@ def look_ahead(config: RunConfig, data, state, candidates: list[dict], steps: in
     eval_every = max(1, steps // max(1, evaluations))
     results = [Candidate(dict(c)) for c in candidates]
     if processes is None:
-        work = steps * len(candidates) * sum(v.size for k, v in state[0].items()
-                                             if k.startswith("params/"))
+        work = (
+            steps
+            * len(candidates)
+            * sum(v.size for k, v in state[0].items() if k.startswith("params/"))
+        )
         processes = min(os.cpu_count() or 1, len(candidates)) if work > 2e9 else 1
     if processes <= 1:
         for i, result in enumerate(results):
+
             def report(done, i=i):
                 if progress is not None:
                     progress((i + done / steps) / len(results))
+
             sandbox = _run_candidate(config, data, state, result.changes, steps, eval_every, report)
-            result.history, result.diverged, result.sandbox = (sandbox.history(), sandbox.diverged,
-                                                               sandbox)
+            result.history, result.diverged, result.sandbox = (
+                sandbox.history(),
+                sandbox.diverged,
+                sandbox,
+            )
         return results
     context = multiprocessing.get_context("spawn")  # never fork a process with threads
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
-        futures = {pool.submit(_run_candidate_in_process, config, data, state, r.changes, steps,
-                               eval_every): r for r in results}
+        futures = {
+            pool.submit(
+                _run_candidate_in_process, config, data, state, r.changes, steps, eval_every
+            ): r
+            for r in results
+        }
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             result = futures[future]
             result.history, result.diverged, result.payload = future.result()
@@ -211,8 +234,16 @@ def committable(candidate: Candidate):
 # ---------------------------------------------------------------------------
 
 
-def lr_range_test(config: RunConfig, data, state, steps: int = 200, low: float = 1e-6,
-                  high: float = 10.0, smoothing: float = 0.95, progress=None) -> dict:
+def lr_range_test(
+    config: RunConfig,
+    data,
+    state,
+    steps: int = 200,
+    low: float = 1e-6,
+    high: float = 10.0,
+    smoothing: float = 0.95,
+    progress=None,
+) -> dict:
     """Smith's LR range test on a sandbox: α grows exponentially from low to high.
 
     Stops early once the smoothed cost exceeds 4× its minimum (or diverges).
@@ -221,8 +252,9 @@ def lr_range_test(config: RunConfig, data, state, steps: int = 200, low: float =
     ``min_tenth`` (one tenth of the α at the smoothed minimum).
     """
     if not (0 < low < high) or steps < 10:
-        raise ValueError(f"need 0 < low < high and ≥ 10 steps, got low={low}, high={high}, "
-                         f"steps={steps}")
+        raise ValueError(
+            f"need 0 < low < high and ≥ 10 steps, got low={low}, high={high}, steps={steps}"
+        )
     alphas = np.exp(np.linspace(math.log(low), math.log(high), steps))
     sandbox = Sandbox(config, data, state)
     trainer = sandbox._trainer
@@ -249,13 +281,20 @@ def lr_range_test(config: RunConfig, data, state, steps: int = 200, low: float =
     window = max(2, steps // 20)
     log_alpha = np.log10(alphas)
     slope = np.full(len(costs), np.inf)
-    slope[window:] = (smoothed[window:] - smoothed[:-window]) / (log_alpha[window:] - log_alpha[:-window])
+    slope[window:] = (smoothed[window:] - smoothed[:-window]) / (
+        log_alpha[window:] - log_alpha[:-window]
+    )
     first = max(window, steps // 10)
-    search = slope[first:max(minimum, first + 1)]
+    search = slope[first : max(minimum, first + 1)]
     steepest = first + int(np.argmin(search)) - window // 2 if len(search) else minimum
-    return {"alphas": alphas, "costs": costs, "smoothed": smoothed,
-            "steepest": float(alphas[steepest]), "min_tenth": float(alphas[minimum] / 10),
-            "minimum": float(alphas[minimum])}
+    return {
+        "alphas": alphas,
+        "costs": costs,
+        "smoothed": smoothed,
+        "steepest": float(alphas[steepest]),
+        "min_tenth": float(alphas[minimum] / 10),
+        "minimum": float(alphas[minimum]),
+    }
 
 
 # ---------------------------------------------------------------------------

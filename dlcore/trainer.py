@@ -121,7 +121,9 @@ class RunConfig:
         if not 0.0 < self.dev_fraction < 1.0:
             raise ValueError(f"dev_fraction must be in (0, 1), got {self.dev_fraction!r}")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be an integer ≥ 0, got {self.checkpoint_every!r}")
+            raise ValueError(
+                f"checkpoint_every must be an integer ≥ 0, got {self.checkpoint_every!r}"
+            )
         if not (isinstance(self.divergence_factor, (int, float)) and self.divergence_factor > 1):
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor!r}")
 
@@ -173,8 +175,10 @@ def _number(name, value, low=None, high=None, low_open=False, high_open=False, i
     value = int(value) if integer else float(value)
     if low is not None and (value < low or (low_open and value == low)):
         bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low}, {high if high is not None else '∞'}"
-                         f"{')' if high_open or high is None else ']'}, got {value!r}")
+        raise ValueError(
+            f"{name} must be in {bracket}{low}, {high if high is not None else '∞'}"
+            f"{')' if high_open or high is None else ']'}, got {value!r}"
+        )
     if high is not None and (value > high or (high_open and value == high)):
         raise ValueError(f"{name} must be {'<' if high_open else '≤'} {high}, got {value!r}")
     return value
@@ -195,7 +199,9 @@ def validate_hparams(changes: Mapping, current: Mapping, n_train: int) -> dict:
     for key, value in changes.items():
         if key == "optimizer":
             if not isinstance(value, str) or value not in OPTIMIZER_HPARAMS:  # [] is unhashable
-                raise ValueError(f"optimizer must be one of {list(OPTIMIZER_HPARAMS)}, got {value!r}")
+                raise ValueError(
+                    f"optimizer must be one of {list(OPTIMIZER_HPARAMS)}, got {value!r}"
+                )
         elif key == "lr":
             value = _number("lr (α)", value, 0, low_open=True)
         elif key in ("beta", "beta1", "beta2"):
@@ -391,8 +397,14 @@ class Trainer:
 
     # -- creation ----------------------------------------------------------
 
-    def __init__(self, config: RunConfig | None = None, checkpoint_dir="checkpoints",
-                 run_id: str | None = None, *, _restore: bool = False):
+    def __init__(
+        self,
+        config: RunConfig | None = None,
+        checkpoint_dir="checkpoints",
+        run_id: str | None = None,
+        *,
+        _restore: bool = False,
+    ):
         config = config or RunConfig()
         self._checkpoint_dir = Path(checkpoint_dir)
         self._lock = threading.RLock()
@@ -405,7 +417,9 @@ class Trainer:
         else:
             self.run_id = run_id or _new_run_id(self._checkpoint_dir)
             if not isinstance(self.run_id, str) or not ckptio.RUN_ID.match(self.run_id):
-                raise ValueError(f"run id {self.run_id!r} may only hold letters, digits, '_', '.', '-'")
+                raise ValueError(
+                    f"run id {self.run_id!r} may only hold letters, digits, '_', '.', '-'"
+                )
             self._run_dir = self._checkpoint_dir / self.run_id
             self._run_dir.mkdir(parents=True, exist_ok=False)
         try:
@@ -438,8 +452,12 @@ class Trainer:
             raise ValueError(f"data file {str(source)!r} does not exist")
         # Validate before copying, so a bad file leaves no run behind.
         try:
-            prepare_dataset(str(source), seed=config.seed, dev_fraction=config.dev_fraction,
-                            **config.dataset_params)  # max_bytes: refused before the copy
+            prepare_dataset(
+                str(source),
+                seed=config.seed,
+                dev_fraction=config.dev_fraction,
+                **config.dataset_params,
+            )  # max_bytes: refused before the copy
         except ValueError:
             shutil.rmtree(self._run_dir, ignore_errors=True)
             raise
@@ -454,22 +472,34 @@ class Trainer:
 
     def _setup(self, config: RunConfig, data=None) -> None:
         """Build data, network, optimizer and empty history from the config."""
-        self.data = data or prepare_dataset(self._dataset_source(config), seed=config.seed,
-                                            dev_fraction=config.dev_fraction, dtype=config.dtype,
-                                            **config.dataset_params)
+        self.data = data or prepare_dataset(
+            self._dataset_source(config),
+            seed=config.seed,
+            dev_fraction=config.dev_fraction,
+            dtype=config.dtype,
+            **config.dataset_params,
+        )
         self.architecture = Architecture(
-            n_features=self.data.n_features, hidden=config.hidden, n_classes=self.data.n_classes,
-            activation=config.activation, batchnorm=config.batchnorm, init=config.init,
-            dtype=config.dtype)
+            n_features=self.data.n_features,
+            hidden=config.hidden,
+            n_classes=self.data.n_classes,
+            activation=config.activation,
+            batchnorm=config.batchnorm,
+            init=config.init,
+            dtype=config.dtype,
+        )
         self._net = Network(self.architecture, seed=config.seed)
         self._hparams = config.initial_hparams()
         validate_hparams(self._hparams, self._hparams, len(self.data.y_train))
         self._optimizer = _build_optimizer(self._hparams)
-        self._schedule = make_schedule(self._hparams["schedule"], **self._hparams["schedule_params"])
+        self._schedule = make_schedule(
+            self._hparams["schedule"], **self._hparams["schedule_params"]
+        )
         self._schedule_anchor = self._anchor_for(self._hparams["lr"])
         self._schedule_start_epoch = 0
-        self._iterator = MiniBatchIterator(len(self.data.y_train), self._hparams["batch_size"],
-                                           seed=config.seed + 1)
+        self._iterator = MiniBatchIterator(
+            len(self.data.y_train), self._hparams["batch_size"], seed=config.seed + 1
+        )
         self._dropout_rng = np.random.default_rng(config.seed + 2)
         self._step = 0
         self._recent_costs: collections.deque = collections.deque(maxlen=50)
@@ -488,7 +518,9 @@ class Trainer:
         self._seq = 0
         self._branch = 0
         self._branches: dict[int, _Branch] = {0: self._empty_branch()}
-        self._weights_before = {k: np.empty_like(self._net.params[k]) for k in self._net.weight_keys}
+        self._weights_before = {
+            k: np.empty_like(self._net.params[k]) for k in self._net.weight_keys
+        }
         self._last_batch_stats: dict = {}
         self._latest_bn: dict = {}
         self._decision_grid: Mapping | None = None
@@ -496,17 +528,30 @@ class Trainer:
 
     def _step_schema(self) -> dict:
         # Compact where precision is not at stake: 10⁶ steps stay well under 100 MB.
-        schema = {"step": (np.int64, ()), "epoch": (np.int32, ()), "cost": (np.float64, ()),
-                  "cost_smoothed": (np.float64, ()), "lr": (np.float64, ()),
-                  "grad_norm": (np.float32, ())}
+        schema = {
+            "step": (np.int64, ()),
+            "epoch": (np.int32, ()),
+            "cost": (np.float64, ()),
+            "cost_smoothed": (np.float64, ()),
+            "lr": (np.float64, ()),
+            "grad_norm": (np.float32, ()),
+        }
         for key in self._net.weight_keys:
             schema[f"update_ratio/{key.split('.')[0]}"] = (np.float32, ())
         return schema
 
     def _eval_schema(self) -> dict:
-        return {name: (np.int64 if name == "eval_step" else np.float64, ())
-                for name in ("eval_step", "train_accuracy", "dev_accuracy", "train_cost",
-                             "dev_cost", "dev_accuracy_train_mode")}
+        return {
+            name: (np.int64 if name == "eval_step" else np.float64, ())
+            for name in (
+                "eval_step",
+                "train_accuracy",
+                "dev_accuracy",
+                "train_cost",
+                "dev_cost",
+                "dev_accuracy_train_mode",
+            )
+        }
 
     def _bn_schema(self) -> dict | None:
         if not self._net.bn_layers:
@@ -521,8 +566,13 @@ class Trainer:
 
     def _empty_branch(self, **kw) -> _Branch:
         bn_schema = self._bn_schema()
-        return _Branch(Columns(self._step_schema()), Columns(self._eval_schema()),
-                       Columns(bn_schema) if bn_schema else None, [], **kw)
+        return _Branch(
+            Columns(self._step_schema()),
+            Columns(self._eval_schema()),
+            Columns(bn_schema) if bn_schema else None,
+            [],
+            **kw,
+        )
 
     @classmethod
     def detached(cls, config: RunConfig, data, arrays, meta) -> Trainer:
@@ -589,8 +639,9 @@ class Trainer:
             newest = (arrays, meta)
         self._seq = self._highest_seq() + 1
         if newest is None:
-            raise ValueError(f"run {run_id!r} has no usable checkpoint "
-                             f"({len(self._damaged)} damaged)")
+            raise ValueError(
+                f"run {run_id!r} has no usable checkpoint ({len(self._damaged)} damaged)"
+            )
         arrays, meta = newest
         self._load_state(arrays, meta)
         self._rebuild_branches(meta)
@@ -656,8 +707,11 @@ class Trainer:
                     self._damaged.append({"file": path.name, "reason": str(error)})
             raise ValueError(f"cannot roll back to {checkpoint_id}: {error}") from None
         if hparams:
-            settings = {**self.config.initial_hparams(), **meta["info"]["hparams"],
-                        **{name: getattr(self, f"_{name}") for name in RUN_SETTINGS}}
+            settings = {
+                **self.config.initial_hparams(),
+                **meta["info"]["hparams"],
+                **{name: getattr(self, f"_{name}") for name in RUN_SETTINGS},
+            }
             validate_hparams(hparams, settings, len(self.data.y_train))
         return self._send("rollback", (arrays, meta, hparams), wait=True)
 
@@ -693,8 +747,10 @@ class Trainer:
         """
         net, meta = self._checkpoint_network(checkpoint_id)
         result = {"info": meta["info"]}
-        for part, X, y in (("train", self.data.X_train, self.data.y_train),
-                           ("dev", self.data.X_dev, self.data.y_dev)):
+        for part, X, y in (
+            ("train", self.data.X_train, self.data.y_train),
+            ("dev", self.data.X_dev, self.data.y_dev),
+        ):
             l2 = meta["info"]["hparams"].get("l2", 0.0)
             result[f"{part}_accuracy"], result[f"{part}_cost"] = net.evaluate(X, y, l2)
             result[f"confusion_{part}"] = confusion_matrix(y, net.predict(X), self.data.n_classes)
@@ -708,7 +764,7 @@ class Trainer:
         total_diff = total_norm = 0.0
         for key, a in net_a.params.items():
             diff = float(np.sum((a - net_b.params[key]) ** 2))
-            norm = float(np.sum(a ** 2))
+            norm = float(np.sum(a**2))
             out[key] = math.sqrt(diff)
             total_diff, total_norm = total_diff + diff, total_norm + norm
         out["total"] = math.sqrt(total_diff)
@@ -722,12 +778,13 @@ class Trainer:
         except ckptio.CheckpointError as error:
             raise ValueError(str(error)) from None
         net = Network(self.architecture)
-        net.load_state_arrays({k: v for k, v in arrays.items()
-                               if k.startswith(("params/", "buffers/"))})
+        net.load_state_arrays(
+            {k: v for k, v in arrays.items() if k.startswith(("params/", "buffers/"))}
+        )
         return net, meta
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the current step, write a final checkpoint if anything is unsaved, end the thread."""
+        """Finish the current step, save anything unsaved in a final checkpoint, end the thread."""
         if self._thread is None:
             return
         if self._thread.is_alive():
@@ -748,12 +805,15 @@ class Trainer:
             history = {**branch.steps.view(), **branch.evals.view()}
             branches = {}
             for number, b in self._branches.items():
-                branches[number] = MappingProxyType({
-                    "parent_branch": b.parent_branch, "fork_step": b.fork_step,
-                    "from_checkpoint": b.from_checkpoint,
-                    "history": MappingProxyType({**b.steps.view(), **b.evals.view()}),
-                    "events": tuple(b.events),
-                })
+                branches[number] = MappingProxyType(
+                    {
+                        "parent_branch": b.parent_branch,
+                        "fork_step": b.fork_step,
+                        "from_checkpoint": b.from_checkpoint,
+                        "history": MappingProxyType({**b.steps.view(), **b.evals.view()}),
+                        "events": tuple(b.events),
+                    }
+                )
             bn = {}
             for layer, latest in self._latest_bn.items():
                 layer_history = {"eval_step": branch.bn.view()["eval_step"]} if branch.bn else {}
@@ -783,11 +843,16 @@ class Trainer:
                 error_traceback=self._error_traceback,
                 divergence=_freeze(self._divergence) if self._divergence else None,
                 config=_freeze(self.config.to_dict()),
-                dataset=MappingProxyType({
-                    "name": self.data.name, "n_features": self.data.n_features,
-                    "n_classes": self.data.n_classes, "n_train": len(self.data.y_train),
-                    "n_dev": len(self.data.y_dev),
-                    "class_names": tuple(str(c) for c in self.data.class_names)}),
+                dataset=MappingProxyType(
+                    {
+                        "name": self.data.name,
+                        "n_features": self.data.n_features,
+                        "n_classes": self.data.n_classes,
+                        "n_train": len(self.data.y_train),
+                        "n_dev": len(self.data.y_dev),
+                        "class_names": tuple(str(c) for c in self.data.class_names),
+                    }
+                ),
                 layers=tuple(k.split(".")[0] for k in self._net.weight_keys),
                 last_good_checkpoint=self._last_good_checkpoint,
                 checkpoint_dir=str(self._run_dir),
@@ -812,7 +877,9 @@ class Trainer:
         return reply.wait() if wait else None
 
     def _start_thread(self):
-        self._thread = threading.Thread(target=self._worker, name=f"panda-{self.run_id}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._worker, name=f"panda-{self.run_id}", daemon=True
+        )
         self._thread.start()
 
     def _worker(self) -> None:
@@ -823,8 +890,11 @@ class Trainer:
                 # Waits at most 1 s at a time: a tiny speed limit (1e-300 steps/s) asks for a
                 # wait beyond what the OS accepts, which would raise and end this thread.
                 timeout = min(self._seconds_until_next_step(), 1.0) if training else 0.5
-                command = self._commands.get(timeout=timeout) if timeout > 0 else \
-                    self._commands.get_nowait()
+                command = (
+                    self._commands.get(timeout=timeout)
+                    if timeout > 0
+                    else self._commands.get_nowait()
+                )
             except queue.Empty:
                 command = None
             if command is not None:
@@ -892,7 +962,9 @@ class Trainer:
             if new["optimizer"] == self._hparams["optimizer"]:
                 optimizer.load_state_dict(self._optimizer.state_dict())
             elif carry_moments:
-                optimizer.load_state_dict(carried_state(self._optimizer, optimizer, self._net.params))
+                optimizer.load_state_dict(
+                    carried_state(self._optimizer, optimizer, self._net.params)
+                )
             self._optimizer = optimizer
         # 3) α: typing one re-anchors the schedule there; a new schedule starts from α now
         if changes.keys() & {"schedule", "schedule_params"} or "lr" in changes:
@@ -906,9 +978,13 @@ class Trainer:
         with self._lock:
             self._hparams = new
             details = {"carry_moments": True} if carry_moments else {}
-            self._record_event("change", changes={k: [old[k], new[k]] for k in changes},
-                               alpha=[alpha_before, self._current_alpha()], source=source,
-                               **details)
+            self._record_event(
+                "change",
+                changes={k: [old[k], new[k]] for k in changes},
+                alpha=[alpha_before, self._current_alpha()],
+                source=source,
+                **details,
+            )
 
     def _do_checkpoint(self, note):
         return self._write_checkpoint("manual", note)
@@ -919,9 +995,14 @@ class Trainer:
         self._save_branch_being_left(f"before rollback to {info['id']}")
         source = self._branches.get(info["branch"])
         self._load_state(arrays, meta)
-        number = self._fork(source, info["branch"], info["step"], info["id"],
-                            note=f"rolled back to {info['id']}",
-                            event_count=info.get("event_count"))
+        number = self._fork(
+            source,
+            info["branch"],
+            info["step"],
+            info["id"],
+            note=f"rolled back to {info['id']}",
+            event_count=info.get("event_count"),
+        )
         if hparams:  # the rollback checkpoint just written is this change's undo point
             self._do_update(hparams, checkpoint_first=False)
         return number
@@ -933,13 +1014,23 @@ class Trainer:
         # checkpoint; the new branch forks there, wherever the run is now.
         source = self._branches.get(start_branch)
         if source is None or source.steps.count_until("step", start_step) < min(
-                start_step, len(source.steps)):
-            raise ValueError(f"branch {start_branch} at step {start_step}, where this look-ahead "
-                             "started, is not in this run's history")
+            start_step, len(source.steps)
+        ):
+            raise ValueError(
+                f"branch {start_branch} at step {start_step}, where this look-ahead "
+                "started, is not in this run's history"
+            )
         self._save_branch_being_left("before committing a look-ahead")
         self._load_state(arrays, meta)
-        return self._fork(source, start_branch, start_step, None, history=history,
-                          events=events, note="look-ahead candidate committed")
+        return self._fork(
+            source,
+            start_branch,
+            start_step,
+            None,
+            history=history,
+            events=events,
+            note="look-ahead candidate committed",
+        )
 
     def _save_branch_being_left(self, note):
         """Checkpoint the branch being left, so its whole history stays on disk."""
@@ -950,8 +1041,17 @@ class Trainer:
                 self._write_journal(self._seq)
                 self._seq += 1
 
-    def _fork(self, source, parent_branch, fork_step, from_checkpoint, note,
-              history=None, events=(), event_count=None):
+    def _fork(
+        self,
+        source,
+        parent_branch,
+        fork_step,
+        from_checkpoint,
+        note,
+        history=None,
+        events=(),
+        event_count=None,
+    ):
         """Open a new branch at fork_step of ``source`` (state already loaded); returns its number.
 
         Its history starts as a copy of the source's rows up to fork_step, then
@@ -960,8 +1060,9 @@ class Trainer:
         forked from (a pre-change checkpoint precedes the change at its step).
         """
         number = max(self._branches) + 1
-        branch = self._empty_branch(parent_branch=parent_branch, fork_step=fork_step,
-                                    from_checkpoint=from_checkpoint)
+        branch = self._empty_branch(
+            parent_branch=parent_branch, fork_step=fork_step, from_checkpoint=from_checkpoint
+        )
         if source is not None:
             branch.steps = source.steps.copy(source.steps.count_until("step", fork_step))
             branch.evals = source.evals.copy(source.evals.count_until("eval_step", fork_step))
@@ -998,17 +1099,31 @@ class Trainer:
 
     def state_copy(self) -> tuple[dict, dict]:
         """``(arrays, meta)`` of the complete state, as a checkpoint holds it (worker thread)."""
-        info = {"id": None, "kind": "live", "note": "", "step": self._step,
-                "epoch": self._iterator.epoch, "branch": self._branch, "parent": None,
-                "hparams": _json_safe(self._hparams), "alpha": self._current_alpha(),
-                "metrics": {}, "time": time.time()}
-        return self._state_arrays(), {"format": CHECKPOINT_FORMAT, "info": info,
-                                      **self._state_meta()}
+        info = {
+            "id": None,
+            "kind": "live",
+            "note": "",
+            "step": self._step,
+            "epoch": self._iterator.epoch,
+            "branch": self._branch,
+            "parent": None,
+            "hparams": _json_safe(self._hparams),
+            "alpha": self._current_alpha(),
+            "metrics": {},
+            "time": time.time(),
+        }
+        return self._state_arrays(), {
+            "format": CHECKPOINT_FORMAT,
+            "info": info,
+            **self._state_meta(),
+        }
 
     def _do_delete(self, path):
         checkpoint_id = path.stem
         if checkpoint_id == self._last_good_checkpoint:
-            raise ValueError(f"{checkpoint_id} is the checkpoint the run stands on; it can't be deleted")
+            raise ValueError(
+                f"{checkpoint_id} is the checkpoint the run stands on; it can't be deleted"
+            )
         if not path.exists():
             raise ValueError(f"no checkpoint {checkpoint_id}")
         path.unlink()
@@ -1021,8 +1136,9 @@ class Trainer:
             branch = self._branches[self._branch]
             # Also unsaved: a change (or other event) made since the last checkpoint, e.g.
             # update() then stop() with no step between would otherwise lose the change.
-            unsaved = (self._step != self._checkpointed_step()
-                       or branch.flushed_events < len(branch.events))
+            unsaved = self._step != self._checkpointed_step() or branch.flushed_events < len(
+                branch.events
+            )
         if unsaved and self._status not in ("diverged", "error"):
             try:
                 self._write_checkpoint("final", "saved on stop")
@@ -1099,7 +1215,8 @@ class Trainer:
             weight_norm = float(np.linalg.norm(before))
             np.subtract(net.params[key], before, out=before)
             ratios[f"update_ratio/{key.split('.')[0]}"] = (
-                float(np.linalg.norm(before)) / weight_norm if weight_norm else 0.0)
+                float(np.linalg.norm(before)) / weight_norm if weight_norm else 0.0
+            )
         if not all(math.isfinite(r) for r in ratios.values()):
             self._diverge("parameters overflowed to inf/NaN in the update", cost)
             return
@@ -1111,8 +1228,14 @@ class Trainer:
             self._step += 1
             self._rate_times.append(time.monotonic())
             self._branches[self._branch].steps.append(
-                step=self._step, epoch=epoch, cost=cost, cost_smoothed=cost_smoothed, lr=alpha,
-                grad_norm=grad_norm, **ratios)
+                step=self._step,
+                epoch=epoch,
+                cost=cost,
+                cost_smoothed=cost_smoothed,
+                lr=alpha,
+                grad_norm=grad_norm,
+                **ratios,
+            )
         if self._step % hp["eval_every"] == 0:
             self._evaluate()
             if self._autopilot and not self._detached:
@@ -1134,8 +1257,12 @@ class Trainer:
             else:
                 self._do_pause(None)
             with self._lock:
-                self._record_event("autopilot", rule=suggestion.rule, title=suggestion.title,
-                                   evidence=suggestion.evidence)
+                self._record_event(
+                    "autopilot",
+                    rule=suggestion.rule,
+                    title=suggestion.title,
+                    evidence=suggestion.evidence,
+                )
             return
 
     def _smooth_cost(self, cost) -> float:
@@ -1158,19 +1285,25 @@ class Trainer:
             recent = sum(self._recent_costs) / len(self._recent_costs)
             chance = math.log(self.data.n_classes)
             if cost > self.config.divergence_factor * recent and cost > chance:
-                return (f"cost {cost:.4g} exceeds {self.config.divergence_factor:g}× "
-                        f"its recent average {recent:.4g}")
+                return (
+                    f"cost {cost:.4g} exceeds {self.config.divergence_factor:g}× "
+                    f"its recent average {recent:.4g}"
+                )
         return None
 
     def _diverge(self, cause, cost):
         with self._lock:
             self._status = "diverged"
             self._steps_left = None
-            self._divergence = {"step": self._step + 1, "cause": cause,
-                                "last_good_checkpoint": self._last_good_checkpoint,
-                                "alpha": self._current_alpha()}
-            self._record_event("divergence", cause=cause, **{"last_good_checkpoint":
-                                                               self._last_good_checkpoint})
+            self._divergence = {
+                "step": self._step + 1,
+                "cause": cause,
+                "last_good_checkpoint": self._last_good_checkpoint,
+                "alpha": self._current_alpha(),
+            }
+            self._record_event(
+                "divergence", cause=cause, **{"last_good_checkpoint": self._last_good_checkpoint}
+            )
 
     def _fail(self, error: BaseException):
         with self._lock:
@@ -1189,9 +1322,14 @@ class Trainer:
         bn_row = None if self._detached else self._publish_live_views()
         with self._lock:
             branch = self._branches[self._branch]
-            branch.evals.append(eval_step=self._step, train_accuracy=train_accuracy,
-                                dev_accuracy=dev_accuracy, train_cost=train_cost,
-                                dev_cost=dev_cost, dev_accuracy_train_mode=dev_accuracy_train_mode)
+            branch.evals.append(
+                eval_step=self._step,
+                train_accuracy=train_accuracy,
+                dev_accuracy=dev_accuracy,
+                train_cost=train_cost,
+                dev_cost=dev_cost,
+                dev_accuracy_train_mode=dev_accuracy_train_mode,
+            )
             if branch.bn is not None and bn_row is not None:
                 _append_bn(branch, bn_row)
 
@@ -1245,13 +1383,25 @@ class Trainer:
         classes = self._net.predict(grid).reshape(resolution, resolution)
         for array in (xs, ys, classes):
             array.flags.writeable = False
-        return MappingProxyType({"x": xs, "y": ys, "classes": classes,
-                                 "points": self.data.X_train, "labels": self.data.y_train})
+        return MappingProxyType(
+            {
+                "x": xs,
+                "y": ys,
+                "classes": classes,
+                "points": self.data.X_train,
+                "labels": self.data.y_train,
+            }
+        )
 
     def _record_event(self, kind, **details):
         """Call with the lock held."""
-        event = {"kind": kind, "step": self._step, "branch": self._branch, "time": time.time(),
-                 **_json_safe(details)}
+        event = {
+            "kind": kind,
+            "step": self._step,
+            "branch": self._branch,
+            "time": time.time(),
+            **_json_safe(details),
+        }
         self._branches[self._branch].events.append(_freeze(event))
 
     # -- checkpoints -------------------------------------------------------
@@ -1270,7 +1420,9 @@ class Trainer:
 
     def _highest_seq(self) -> int:
         numbers = [-1]
-        for path in list(self._run_dir.glob("ckpt-*")) + list((self._run_dir / "journal").glob("*")):
+        for path in list(self._run_dir.glob("ckpt-*")) + list(
+            (self._run_dir / "journal").glob("*")
+        ):
             digits = path.name.split(".")[0].removeprefix("ckpt-")
             if digits.isascii() and digits.isdigit():  # not '²': int() refuses it
                 numbers.append(int(digits))
@@ -1291,24 +1443,36 @@ class Trainer:
         if len(last_eval["eval_step"]) and last_eval["eval_step"][-1] == self._step:
             metrics = {k: float(v[-1]) for k, v in last_eval.items() if k != "eval_step"}
         info = {
-            "id": checkpoint_id, "seq": seq, "kind": kind, "note": note, "step": self._step,
-            "epoch": self._iterator.epoch, "branch": self._branch,
+            "id": checkpoint_id,
+            "seq": seq,
+            "kind": kind,
+            "note": note,
+            "step": self._step,
+            "epoch": self._iterator.epoch,
+            "branch": self._branch,
             "parent": parent if parent is not None else self._last_good_checkpoint,
-            "hparams": _json_safe(self._hparams), "alpha": self._current_alpha(),
-            "metrics": metrics, "time": time.time(),
+            "hparams": _json_safe(self._hparams),
+            "alpha": self._current_alpha(),
+            "metrics": metrics,
+            "time": time.time(),
             # events of its branch up to and including this checkpoint's own
             "event_count": len(self._branches[self._branch].events) + (kind != "pre-change"),
         }
         meta = {"format": CHECKPOINT_FORMAT, "info": info, **self._state_meta()}
         branch = self._branches[self._branch]
         events = branch.events
-        flushed = (branch.flushed_steps, branch.flushed_evals, branch.flushed_events,
-                   branch.flushed_bn_step)
+        flushed = (
+            branch.flushed_steps,
+            branch.flushed_evals,
+            branch.flushed_events,
+            branch.flushed_bn_step,
+        )
         if kind != "pre-change":  # the change event itself marks that boundary
             # Recorded first so the journal written with this checkpoint holds it.
             with self._lock:
-                self._record_event("checkpoint", checkpoint=checkpoint_id, checkpoint_kind=kind,
-                                   note=note)
+                self._record_event(
+                    "checkpoint", checkpoint=checkpoint_id, checkpoint_kind=kind, note=note
+                )
         try:
             self._write_journal(seq)
             ckptio.write_atomic(self._run_dir / f"{checkpoint_id}.npz", arrays, meta)
@@ -1319,8 +1483,12 @@ class Trainer:
             with contextlib.suppress(OSError):
                 (self._run_dir / "journal" / f"{seq:06d}.npz").unlink(missing_ok=True)
             with self._lock:
-                (branch.flushed_steps, branch.flushed_evals, branch.flushed_events,
-                 branch.flushed_bn_step) = flushed
+                (
+                    branch.flushed_steps,
+                    branch.flushed_evals,
+                    branch.flushed_events,
+                    branch.flushed_bn_step,
+                ) = flushed
                 if kind != "pre-change":
                     events.pop()
             raise
@@ -1338,20 +1506,31 @@ class Trainer:
             if branch.bn is not None:
                 first = branch.bn.count_until("eval_step", branch.flushed_bn_step)
                 bn = {k: v.copy() for k, v in branch.bn.view(first).items()}
-            events = list(branch.events[branch.flushed_events:])
+            events = list(branch.events[branch.flushed_events :])
         arrays = {f"steps/{k}": v for k, v in steps.items()}
         arrays.update({f"evals/{k}": v for k, v in evals.items()})
         arrays.update({f"bn/{k}": v for k, v in bn.items()})
-        meta = {"format": JOURNAL_FORMAT, "branch": self._branch, "seq": seq,
-                "branch_info": {"parent_branch": branch.parent_branch, "fork_step": branch.fork_step,
-                                "from_checkpoint": branch.from_checkpoint},
-                "events": _json_safe(events)}
+        meta = {
+            "format": JOURNAL_FORMAT,
+            "branch": self._branch,
+            "seq": seq,
+            "branch_info": {
+                "parent_branch": branch.parent_branch,
+                "fork_step": branch.fork_step,
+                "from_checkpoint": branch.from_checkpoint,
+            },
+            "events": _json_safe(events),
+        }
         # NaN marks "no batch statistics yet"; the journal may hold it, checkpoints never do.
-        ckptio.write_atomic(self._run_dir / "journal" / f"{seq:06d}.npz",
-                            {k: np.nan_to_num(v, nan=0.0) if v.dtype.kind == "f" else v
-                             for k, v in arrays.items()}, meta)
-        branch.flushed_steps, branch.flushed_evals = len(steps["step"]) + branch.flushed_steps, \
-            len(evals["eval_step"]) + branch.flushed_evals
+        ckptio.write_atomic(
+            self._run_dir / "journal" / f"{seq:06d}.npz",
+            {k: np.nan_to_num(v, nan=0.0) if v.dtype.kind == "f" else v for k, v in arrays.items()},
+            meta,
+        )
+        branch.flushed_steps, branch.flushed_evals = (
+            len(steps["step"]) + branch.flushed_steps,
+            len(evals["eval_step"]) + branch.flushed_evals,
+        )
         branch.flushed_events += len(events)
         if bn and len(bn["eval_step"]):
             branch.flushed_bn_step = int(bn["eval_step"][-1])
@@ -1369,14 +1548,23 @@ class Trainer:
             "architecture": self.architecture.to_dict(),
             "config": self.config.to_dict(),
             "optimizer": {"name": self._optimizer.name, "t": self._optimizer.state_dict()["t"]},
-            "schedule": {"name": self._schedule.name, "params": self._schedule.params,
-                         "anchor": self._schedule_anchor, "start_epoch": self._schedule_start_epoch},
+            "schedule": {
+                "name": self._schedule.name,
+                "params": self._schedule.params,
+                "anchor": self._schedule_anchor,
+                "start_epoch": self._schedule_start_epoch,
+            },
             "iterator": _json_safe(iterator),
             "dropout_rng": _json_safe(self._dropout_rng.bit_generator.state),
             "recent_costs": list(self._recent_costs),
-            "branches": {str(n): {"parent_branch": b.parent_branch, "fork_step": b.fork_step,
-                                  "from_checkpoint": b.from_checkpoint}
-                         for n, b in self._branches.items()},
+            "branches": {
+                str(n): {
+                    "parent_branch": b.parent_branch,
+                    "fork_step": b.fork_step,
+                    "from_checkpoint": b.from_checkpoint,
+                }
+                for n, b in self._branches.items()
+            },
         }
 
     def _read_checkpoint(self, path: Path) -> tuple[dict, dict]:
@@ -1391,26 +1579,35 @@ class Trainer:
             if meta["architecture"] != self.architecture.to_dict():
                 raise ckptio.CheckpointError(
                     f"{path.name}: another architecture ({meta['architecture']}) "
-                    f"than this run's ({self.architecture.to_dict()})")
+                    f"than this run's ({self.architecture.to_dict()})"
+                )
             scratch = Network(self.architecture)
-            scratch.load_state_arrays({k: v for k, v in arrays.items()
-                                       if k.startswith(("params/", "buffers/"))})
+            scratch.load_state_arrays(
+                {k: v for k, v in arrays.items() if k.startswith(("params/", "buffers/"))}
+            )
             hparams = dict(info["hparams"])
             unknown = sorted(set(hparams) - set(self.config.initial_hparams()), key=str)
             if unknown:
                 raise ckptio.CheckpointError(f"{path.name}: unknown hyperparameters {unknown}")
-            validate_hparams(hparams, self.config.initial_hparams() | hparams,
-                             len(self.data.y_train))
+            validate_hparams(
+                hparams, self.config.initial_hparams() | hparams, len(self.data.y_train)
+            )
             optimizer = _build_optimizer(hparams)
-            moments = {k.removeprefix("optim/"): v for k, v in arrays.items()
-                       if k.startswith("optim/")}
-            optimizer.load_state_dict({"t": meta["optimizer"]["t"], "moments": moments},
-                                      params=scratch.params)
+            moments = {
+                k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")
+            }
+            optimizer.load_state_dict(
+                {"t": meta["optimizer"]["t"], "moments": moments}, params=scratch.params
+            )
             make_schedule(meta["schedule"]["name"], **meta["schedule"]["params"])
             iterator = MiniBatchIterator(len(self.data.y_train), hparams["batch_size"], seed=0)
-            iterator.load_state_dict({**meta["iterator"], "permutation": arrays["data/permutation"]})
+            iterator.load_state_dict(
+                {**meta["iterator"], "permutation": arrays["data/permutation"]}
+            )
             np.random.default_rng().bit_generator.state = meta["dropout_rng"]
-            extra = set(arrays) - {k for k in arrays if k.startswith(("params/", "buffers/", "optim/"))}
+            extra = set(arrays) - {
+                k for k in arrays if k.startswith(("params/", "buffers/", "optim/"))
+            }
             if extra != {"data/permutation"}:
                 raise ckptio.CheckpointError(f"{path.name}: unexpected arrays {sorted(extra)}")
             _check_records(meta, path.name)
@@ -1419,27 +1616,34 @@ class Trainer:
             differs = sorted(k for k, v in meta["config"].items() if k in ours and ours[k] != v)
             if differs:
                 raise ckptio.CheckpointError(
-                    f"{path.name}: from another run (its {', '.join(differs)} differ)")
+                    f"{path.name}: from another run (its {', '.join(differs)} differ)"
+                )
         except ckptio.CheckpointError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
-            raise ckptio.CheckpointError(f"{path.name}: incompatible or incomplete ({error})") from None
+            raise ckptio.CheckpointError(
+                f"{path.name}: incompatible or incomplete ({error})"
+            ) from None
         return arrays, meta
 
     def _load_state(self, arrays, meta):
         """Make the run exactly what the (validated) checkpoint holds."""
         info = meta["info"]
-        self._net.load_state_arrays({k: v for k, v in arrays.items()
-                                     if k.startswith(("params/", "buffers/"))})
+        self._net.load_state_arrays(
+            {k: v for k, v in arrays.items() if k.startswith(("params/", "buffers/"))}
+        )
         hparams = {**self.config.initial_hparams(), **info["hparams"]}
         self._optimizer = _build_optimizer(hparams)
         moments = {k.removeprefix("optim/"): v for k, v in arrays.items() if k.startswith("optim/")}
-        self._optimizer.load_state_dict({"t": meta["optimizer"]["t"], "moments": moments},
-                                        params=self._net.params)
+        self._optimizer.load_state_dict(
+            {"t": meta["optimizer"]["t"], "moments": moments}, params=self._net.params
+        )
         self._schedule = make_schedule(meta["schedule"]["name"], **meta["schedule"]["params"])
         self._schedule_anchor = float(meta["schedule"]["anchor"])
         self._schedule_start_epoch = int(meta["schedule"]["start_epoch"])
-        self._iterator.load_state_dict({**meta["iterator"], "permutation": arrays["data/permutation"]})
+        self._iterator.load_state_dict(
+            {**meta["iterator"], "permutation": arrays["data/permutation"]}
+        )
         self._dropout_rng.bit_generator.state = meta["dropout_rng"]
         self._recent_costs = collections.deque(meta["recent_costs"], maxlen=50)
         with self._lock:
@@ -1475,26 +1679,37 @@ class Trainer:
         self._branches = {}
         for number in sorted(registry):
             info = registry[number]
-            branch = self._empty_branch(parent_branch=info["parent_branch"],
-                                        fork_step=info["fork_step"],
-                                        from_checkpoint=info["from_checkpoint"])
+            branch = self._empty_branch(
+                parent_branch=info["parent_branch"],
+                fork_step=info["fork_step"],
+                from_checkpoint=info["from_checkpoint"],
+            )
             parent = self._branches.get(info["parent_branch"])
             if parent is not None:
-                branch.steps = parent.steps.copy(parent.steps.count_until("step", info["fork_step"]))
+                branch.steps = parent.steps.copy(
+                    parent.steps.count_until("step", info["fork_step"])
+                )
                 branch.evals = parent.evals.copy(
-                    parent.evals.count_until("eval_step", info["fork_step"]))
+                    parent.evals.count_until("eval_step", info["fork_step"])
+                )
                 if parent.bn is not None:
-                    branch.bn = parent.bn.copy(parent.bn.count_until("eval_step", info["fork_step"]))
-                origin = next((c for c in self._checkpoints
-                               if c["id"] == info["from_checkpoint"]), {})
-                branch.events = _events_until(parent.events, info["fork_step"],
-                                              origin.get("event_count"))
+                    branch.bn = parent.bn.copy(
+                        parent.bn.count_until("eval_step", info["fork_step"])
+                    )
+                origin = next(
+                    (c for c in self._checkpoints if c["id"] == info["from_checkpoint"]), {}
+                )
+                branch.events = _events_until(
+                    parent.events, info["fork_step"], origin.get("event_count")
+                )
             for arrays, meta in chunks.get(number, []):
                 _append_chunk(branch, arrays, meta)
             _truncate(branch, last_step[number])
             branch.flushed_steps, branch.flushed_evals = len(branch.steps), len(branch.evals)
             branch.flushed_events = len(branch.events)
-            branch.flushed_bn_step = int(branch.evals.view()["eval_step"][-1]) if len(branch.evals) else -1
+            branch.flushed_bn_step = (
+                int(branch.evals.view()["eval_step"][-1]) if len(branch.evals) else -1
+            )
             self._branches[number] = branch
         if self._branch not in self._branches:
             self._branches[self._branch] = self._empty_branch()
@@ -1507,6 +1722,7 @@ class Trainer:
 
 def _append_chunk(branch: _Branch, arrays, meta):
     """Add a journal chunk; rows it covers supersede any already there (after a crash)."""
+
     def block(prefix):
         return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
 
@@ -1521,9 +1737,10 @@ def _append_chunk(branch: _Branch, arrays, meta):
         branch.evals = branch.evals.copy(keep)
         if evals.keys() == branch.evals.schema.keys():
             branch.evals.extend(evals)
-        if (branch.bn is not None and bn.keys() == branch.bn.schema.keys()
-                and len(bn["eval_step"])):
-            branch.bn = branch.bn.copy(branch.bn.count_until("eval_step", int(bn["eval_step"][0]) - 1))
+        if branch.bn is not None and bn.keys() == branch.bn.schema.keys() and len(bn["eval_step"]):
+            branch.bn = branch.bn.copy(
+                branch.bn.count_until("eval_step", int(bn["eval_step"][0]) - 1)
+            )
             for i in range(len(bn["eval_step"])):
                 _append_bn(branch, {k: v[i] for k, v in bn.items()})
     branch.events.extend(_freeze(e) for e in meta.get("events", []))
@@ -1532,8 +1749,12 @@ def _append_chunk(branch: _Branch, arrays, meta):
 def _events_until(events: list, step: int, count: int | None) -> list:
     """The events up to a fork: the first ``count`` if known and consistent, else by step."""
     by_step = [e for e in events if e["step"] <= step]
-    if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= len(by_step) \
-            and all(e["step"] <= step for e in events[:count]):
+    if (
+        isinstance(count, int)
+        and not isinstance(count, bool)
+        and 0 <= count <= len(by_step)
+        and all(e["step"] <= step for e in events[:count])
+    ):
         return list(events[:count])
     return by_step
 
@@ -1553,19 +1774,29 @@ def _check_records(meta: Mapping, name: str) -> None:
     for key in ("seq", "step", "branch", "epoch"):
         _whole(f"{name}: info {key!r}", info[key])
     anchor = schedule["anchor"]
-    if isinstance(anchor, bool) or not isinstance(anchor, (int, float)) or \
-            not math.isfinite(anchor) or anchor <= 0:
+    if (
+        isinstance(anchor, bool)
+        or not isinstance(anchor, (int, float))
+        or not math.isfinite(anchor)
+        or anchor <= 0
+    ):
         raise ckptio.CheckpointError(f"{name}: schedule anchor {anchor!r} is not a number > 0")
     epochs = info["epoch"] - _whole(f"{name}: schedule 'start_epoch'", schedule["start_epoch"])
     make_schedule(schedule["name"], **schedule["params"])(anchor, max(epochs, 0))
     costs = meta["recent_costs"]
-    if not isinstance(costs, list) or len(costs) > 50 or not all(
+    if (
+        not isinstance(costs, list)
+        or len(costs) > 50
+        or not all(
             isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
-            for c in costs):
+            for c in costs
+        )
+    ):
         raise ckptio.CheckpointError(f"{name}: recent_costs is not a list of ≤ 50 numbers")
     branches = meta["branches"]
     if not isinstance(branches, Mapping) or not all(
-            isinstance(n, str) and n.isascii() and n.isdigit() for n in branches):
+        isinstance(n, str) and n.isascii() and n.isdigit() for n in branches
+    ):
         raise ckptio.CheckpointError(f"{name}: the branch registry is not keyed by branch number")
     for number, record in branches.items():
         _check_branch_record(record, int(number), f"{name}: branch {number}")
@@ -1575,8 +1806,11 @@ def _check_records(meta: Mapping, name: str) -> None:
 
 def _check_branch_record(record, number: int, where: str) -> None:
     """A branch's {parent_branch, fork_step, from_checkpoint}; parents have lower numbers."""
-    if not isinstance(record, Mapping) or \
-            set(record) != {"parent_branch", "fork_step", "from_checkpoint"}:
+    if not isinstance(record, Mapping) or set(record) != {
+        "parent_branch",
+        "fork_step",
+        "from_checkpoint",
+    }:
         raise ckptio.CheckpointError(f"{where}: malformed record {record!r:.80}")
     parent = record["parent_branch"]
     if parent is not None and _whole(f"{where}: parent_branch", parent) >= number:
@@ -1594,12 +1828,16 @@ def _check_journal(arrays: Mapping, meta: Mapping, template: _Branch) -> None:
     _check_branch_record(meta["branch_info"], number, f"branch {number}")
     events = meta["events"]
     if not isinstance(events, list) or not all(
-            isinstance(e, Mapping) and isinstance(e.get("kind"), str) for e in events):
+        isinstance(e, Mapping) and isinstance(e.get("kind"), str) for e in events
+    ):
         raise ckptio.CheckpointError("events is not a list of events")
     for event in events:
         _whole("an event's step", event.get("step"))
-    tables = (("steps/", template.steps, "step"), ("evals/", template.evals, "eval_step"),
-              ("bn/", template.bn, "eval_step"))
+    tables = (
+        ("steps/", template.steps, "step"),
+        ("evals/", template.evals, "eval_step"),
+        ("bn/", template.bn, "eval_step"),
+    )
     for prefix, table, index in tables:
         block = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
         if not block:
@@ -1611,7 +1849,8 @@ def _check_journal(arrays: Mapping, meta: Mapping, template: _Branch) -> None:
             value = block[column]
             if value.shape != (rows, *shape) or (value.dtype.kind in "iu") != (dtype.kind in "iu"):
                 raise ckptio.CheckpointError(
-                    f"{prefix}{column}: shape {value.shape} dtype {value.dtype} does not fit")
+                    f"{prefix}{column}: shape {value.shape} dtype {value.dtype} does not fit"
+                )
         if rows and (block[index][0] < 0 or np.any(np.diff(block[index]) < 0)):
             raise ckptio.CheckpointError(f"{prefix}{index} is not in order")
 
@@ -1636,7 +1875,8 @@ def _truncate(branch: _Branch, last_step: int):
 def confusion_matrix(y_true, y_pred, n_classes) -> np.ndarray:
     """(C, C) counts: rows are true classes, columns predicted ones."""
     return np.bincount(y_true * n_classes + y_pred, minlength=n_classes**2).reshape(
-        n_classes, n_classes)
+        n_classes, n_classes
+    )
 
 
 def _clean_note(note) -> str:
@@ -1671,7 +1911,9 @@ def list_runs(checkpoint_dir) -> list[str]:
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
         return []
-    runs = [p for p in folder.iterdir()
-            if p.is_dir() and ckptio.RUN_ID.match(p.name) and (p / "run.json").is_file()]
+    runs = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and ckptio.RUN_ID.match(p.name) and (p / "run.json").is_file()
+    ]
     return [p.name for p in sorted(runs, key=lambda p: ((p / "run.json").stat().st_mtime, p.name))]
-

@@ -20,8 +20,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = ROOT / "tests" / "artifacts"
 
 
@@ -51,13 +58,31 @@ def free_port() -> int:
 def streamlit_server(checkpoint_dir: Path, log_path: Path):
     """`streamlit run app.py` on 127.0.0.1 with its own checkpoints folder; yields the URL."""
     port = free_port()
-    env = {**os.environ, "PANDA_CHECKPOINT_DIR": str(checkpoint_dir),
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env = {
+        **os.environ,
+        "PANDA_CHECKPOINT_DIR": str(checkpoint_dir),
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
@@ -88,8 +113,10 @@ def chromium_pages(count=1, width=1500, height=1000):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            yield [browser.new_context(viewport={"width": width, "height": height}).new_page()
-                   for _ in range(count)]
+            yield [
+                browser.new_context(viewport={"width": width, "height": height}).new_page()
+                for _ in range(count)
+            ]
         finally:
             browser.close()
 

@@ -10,8 +10,17 @@ from tests.test_trainer import run_steps
 HPARAMS = {"lr": 1e-3, "l2": 0.0, "keep_prob": 1.0}
 
 
-def fake_snapshot(n_evals=20, eval_every=50, dev_cost=None, train_acc=None, dev_acc=None,
-                  ratio=1e-3, events=(), checkpoints=(), hparams=HPARAMS):
+def fake_snapshot(
+    n_evals=20,
+    eval_every=50,
+    dev_cost=None,
+    train_acc=None,
+    dev_acc=None,
+    ratio=1e-3,
+    events=(),
+    checkpoints=(),
+    hparams=HPARAMS,
+):
     """A snapshot-shaped dict of a run with the given curves (healthy by default)."""
     steps = n_evals * eval_every
     evals = np.arange(1, n_evals + 1) * eval_every
@@ -27,8 +36,11 @@ def fake_snapshot(n_evals=20, eval_every=50, dev_cost=None, train_acc=None, dev_
             "train_accuracy": np.linspace(0.5, 0.95, n_evals) if train_acc is None else train_acc,
             "dev_accuracy": np.linspace(0.5, 0.93, n_evals) if dev_acc is None else dev_acc,
         },
-        "hparams": hparams, "events": list(events), "checkpoints": list(checkpoints),
-        "branch": 0, "branches": {0: {"parent_branch": None, "fork_step": 0}},
+        "hparams": hparams,
+        "events": list(events),
+        "checkpoints": list(checkpoints),
+        "branch": 0,
+        "branches": {0: {"parent_branch": None, "fork_step": 0}},
     }
 
 
@@ -57,14 +69,16 @@ def test_no_plateau_during_cooldown_after_a_change():
 def test_overfitting_suggests_l2_and_dropout():
     dev = np.concatenate([np.linspace(0.5, 0.9, 15), [0.89, 0.88, 0.87, 0.86, 0.85]])
     train = np.linspace(0.5, 0.99, 20)
-    suggestions = [s for s in suggest(fake_snapshot(dev_acc=dev, train_acc=train))
-                   if s.rule == "overfitting"]
+    suggestions = [
+        s for s in suggest(fake_snapshot(dev_acc=dev, train_acc=train)) if s.rule == "overfitting"
+    ]
     actions = [s.action["update"] for s in suggestions]
     assert {"l2": 0.1} in actions and {"keep_prob": 0.8} in actions
 
 
-@pytest.mark.parametrize("ratio, rule, factor", [(0.05, "update_ratio_high", 0.1),
-                                                  (2e-6, "update_ratio_low", 10.0)])
+@pytest.mark.parametrize(
+    "ratio, rule, factor", [(0.05, "update_ratio_high", 0.1), (2e-6, "update_ratio_low", 10.0)]
+)
 def test_update_ratio_far_from_1e_3(ratio, rule, factor):
     suggestions = [s for s in suggest(fake_snapshot(ratio=ratio)) if s.rule == rule]
     assert suggestions
@@ -73,10 +87,15 @@ def test_update_ratio_far_from_1e_3(ratio, rule, factor):
 
 def test_early_stopping_restores_the_best_checkpoint():
     dev = np.concatenate([np.linspace(0.5, 0.95, 8), np.full(12, 0.94)])
-    checkpoints = [{"id": "ckpt-000003", "branch": 0, "step": 400, "metrics": {"dev_accuracy": 0.95}},
-                   {"id": "ckpt-000009", "branch": 0, "step": 900, "metrics": {"dev_accuracy": 0.94}}]
-    suggestions = [s for s in suggest(fake_snapshot(dev_acc=dev, checkpoints=checkpoints))
-                   if s.rule == "early_stopping"]
+    checkpoints = [
+        {"id": "ckpt-000003", "branch": 0, "step": 400, "metrics": {"dev_accuracy": 0.95}},
+        {"id": "ckpt-000009", "branch": 0, "step": 900, "metrics": {"dev_accuracy": 0.94}},
+    ]
+    suggestions = [
+        s
+        for s in suggest(fake_snapshot(dev_acc=dev, checkpoints=checkpoints))
+        if s.rule == "early_stopping"
+    ]
     assert suggestions and suggestions[0].action == {"rollback": "ckpt-000003"}
 
 

@@ -51,8 +51,10 @@ def step_count(page) -> int:
 
 def test_a_babysitting_session_in_the_browser(tmp_path):
     require_browser()
-    with streamlit_server(tmp_path / "checkpoints", tmp_path / "server.log") as (url, _), \
-            chromium_page() as page:
+    with (
+        streamlit_server(tmp_path / "checkpoints", tmp_path / "server.log") as (url, _),
+        chromium_page() as page,
+    ):
         # 1) first start: a digits run, paused at step 0, one click from training
         page.goto(url)
         wait_for(lambda: step_count(page) == 0, what="the step tile at 0")
@@ -70,16 +72,26 @@ def test_a_babysitting_session_in_the_browser(tmp_path):
         page.get_by_text("Pending: α 0.001 → 0.003").wait_for(timeout=30_000)
         page.get_by_test_id("stSidebarUserContent").get_by_role("button", name="Apply").click()
         wait_for(lambda: metric(page, "α now") == "0.003", what="α now = 0.003")
-        markers = wait_for(lambda: [m for m in page.evaluate(CHANGE_MARKERS_JS) if m]
-                           if len([m for m in page.evaluate(CHANGE_MARKERS_JS) if m]) >= 4 else None,
-                           what="change markers on the four live charts")
+        markers = wait_for(
+            lambda: (
+                [m for m in page.evaluate(CHANGE_MARKERS_JS) if m]
+                if len([m for m in page.evaluate(CHANGE_MARKERS_JS) if m]) >= 4
+                else None
+            ),
+            what="change markers on the four live charts",
+        )
         assert all(any("lr" in text or "α" in text for text in chart) for chart in markers)
         screenshot(page, "02_running_after_alpha_change")
 
         # 4) Pause: the count stops
         page.get_by_role("button", name="Pause").click()
-        wait_for(lambda: page.get_by_role("button", name="Start").count() > 0
-                 and page.get_by_text(re.compile(r"\bpaused\b")).count() > 0, what="paused")
+        wait_for(
+            lambda: (
+                page.get_by_role("button", name="Start").count() > 0
+                and page.get_by_text(re.compile(r"\bpaused\b")).count() > 0
+            ),
+            what="paused",
+        )
         paused_at = step_count(page)
         time.sleep(1.5)
         assert step_count(page) == paused_at
@@ -91,8 +103,9 @@ def test_a_babysitting_session_in_the_browser(tmp_path):
         page.get_by_role("combobox", name="Checkpoint", exact=True).click()
         page.get_by_role("option").filter(has_text="pre-change").first.click()
         page.get_by_role("button", name="Roll back to this checkpoint").click()
-        wait_for(lambda: page.get_by_text(re.compile(r"branch 1\b")).count() > 0,
-                 what="a second branch")
+        wait_for(
+            lambda: page.get_by_text(re.compile(r"branch 1\b")).count() > 0, what="a second branch"
+        )
         screenshot(page, "03_checkpoints_after_rollback")
 
         # 6) back on the live page, the tiles show the restored step on branch 1

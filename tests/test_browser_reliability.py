@@ -12,8 +12,13 @@ import pytest
 
 from dlcore import checkpoint as ckptio
 from dlcore.trainer import CHECKPOINT_FORMAT, list_runs
-from tests.browser import (chromium_page, chromium_pages, require_browser, screenshot,
-                           streamlit_server)
+from tests.browser import (
+    chromium_page,
+    chromium_pages,
+    require_browser,
+    screenshot,
+    streamlit_server,
+)
 from tests.test_browser import metric, step_count, wait_for
 
 pytestmark = pytest.mark.browser
@@ -41,7 +46,10 @@ def test_killing_the_server_mid_training_loses_nothing_saved(tmp_path):
     at its newest checkpoint, curves included."""
     require_browser()
     folder = tmp_path / "checkpoints"
-    with streamlit_server(folder, tmp_path / "first.log") as (url, process), chromium_page() as page:
+    with (
+        streamlit_server(folder, tmp_path / "first.log") as (url, process),
+        chromium_page() as page,
+    ):
         page.goto(url)
         wait_for(lambda: step_count(page) == 0, what="a fresh run")
         page.get_by_role("button", name="Start").click()
@@ -72,8 +80,10 @@ def test_two_browser_sessions_steering_one_run_converge(tmp_path):
     rollbacks. Nothing raises; afterwards both show the same state."""
     require_browser()
     folder = tmp_path / "checkpoints"
-    with streamlit_server(folder, tmp_path / "server.log") as (url, _), \
-            chromium_pages(2) as (first, second):
+    with (
+        streamlit_server(folder, tmp_path / "server.log") as (url, _),
+        chromium_pages(2) as (first, second),
+    ):
         for page in (first, second):
             page.goto(url)
             wait_for(lambda page=page: step_count(page) == 0, what="a fresh run")
@@ -95,21 +105,29 @@ def test_two_browser_sessions_steering_one_run_converge(tmp_path):
         second.get_by_role("combobox", name="Checkpoint", exact=True).click()
         second.get_by_role("option").filter(has_text="pre-change").first.click()
         second.get_by_role("button", name="Roll back to this checkpoint").click()
-        wait_for(lambda: second.get_by_text(re.compile(r"branch 1\b")).count() > 0,
-                 what="the rollback")
+        wait_for(
+            lambda: second.get_by_text(re.compile(r"branch 1\b")).count() > 0, what="the rollback"
+        )
         second.get_by_role("link", name="app").click()
         # both converge: paused after the rollback, same step, α and branch
         for page in (first, second):
-            wait_for(lambda page=page: page.get_by_role("button", name="Start").count() > 0,
-                     what="paused in both tabs")
+            wait_for(
+                lambda page=page: page.get_by_role("button", name="Start").count() > 0,
+                what="paused in both tabs",
+            )
         time.sleep(2)
         first.reload()
         second.reload()
         states = []
         for page in (first, second):
             wait_for(lambda page=page: step_count(page) >= 0, what="tiles")
-            states.append((step_count(page), metric(page, "α now"),
-                           page.get_by_text(re.compile(r"branch 1\b")).count() > 0))
+            states.append(
+                (
+                    step_count(page),
+                    metric(page, "α now"),
+                    page.get_by_text(re.compile(r"branch 1\b")).count() > 0,
+                )
+            )
             assert page.locator('[data-testid="stException"]').count() == 0
         assert states[0] == states[1] and states[0][2]
         screenshot(first, "06_two_tabs_converged")

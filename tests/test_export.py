@@ -32,9 +32,13 @@ def test_exported_model_predicts_like_the_checkpoint_with_numpy_only(tmp_path):
     x = (x_raw - weights["input/mean"]) / weights["input/std"]
     for l in (1, 2):
         z = x @ weights[f"params/fc{l}.W"]
-        z = layers.batchnorm_inference(z, weights[f"params/bn{l}.gamma"], weights[f"params/bn{l}.beta"],
-                                       weights[f"buffers/bn{l}.running_mean"],
-                                       weights[f"buffers/bn{l}.running_var"])
+        z = layers.batchnorm_inference(
+            z,
+            weights[f"params/bn{l}.gamma"],
+            weights[f"params/bn{l}.beta"],
+            weights[f"buffers/bn{l}.running_mean"],
+            weights[f"buffers/bn{l}.running_var"],
+        )
         x = np.maximum(z, 0)
     predicted = (x @ weights["params/fc3.W"] + weights["params/fc3.b"]).argmax(axis=1)
     assert (predicted == data.y_dev).mean() == expected["dev_accuracy"]

@@ -98,7 +98,9 @@ def test_dropout_gradient_and_scaling(rng):
     assert set(np.unique(mask)) <= {0.0, 1 / 0.8}
     assert abs((mask > 0).mean() - 0.8) < 0.02
     small, small_mask = a[:4, :5].copy(), mask[:4, :5]
-    check_grads(lambda x: layers.dropout_forward(x, small_mask), layers.dropout_backward, [small], rng)
+    check_grads(
+        lambda x: layers.dropout_forward(x, small_mask), layers.dropout_backward, [small], rng
+    )
     # inverted dropout keeps the expected activation
     big = np.ones((2000, 100))
     out, _ = layers.dropout_forward(big, layers.dropout_mask(big.shape, 0.5, rng))

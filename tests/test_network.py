@@ -8,8 +8,14 @@ from tests.gradcheck import numerical_gradient, relative_error
 
 
 def small_net(activation="tanh", batchnorm=True, dtype="float64", seed=1):
-    arch = Architecture(n_features=5, hidden=(6, 4), n_classes=3, activation=activation,
-                        batchnorm=batchnorm, dtype=dtype)
+    arch = Architecture(
+        n_features=5,
+        hidden=(6, 4),
+        n_classes=3,
+        activation=activation,
+        batchnorm=batchnorm,
+        dtype=dtype,
+    )
     return Network(arch, seed=seed)
 
 
@@ -28,20 +34,25 @@ def test_whole_network_gradient_with_bn_l2_and_dropout(activation, batchnorm):
     cost, grads, _ = net.loss_and_grads(X, y, l2=0.3, masks=masks)
     assert set(grads) == set(net.params)
     for key, param in net.params.items():
-        numeric = numerical_gradient(lambda: net.loss_and_grads(X, y, l2=0.3, masks=masks)[0], param)
+        numeric = numerical_gradient(
+            lambda: net.loss_and_grads(X, y, l2=0.3, masks=masks)[0], param
+        )
         assert relative_error(grads[key], numeric) < 1e-7, key
 
 
 def test_keys_shapes_and_no_bias_before_batchnorm():
     net = small_net(batchnorm=True)
-    assert sorted(net.params) == sorted([
-        "fc1.W", "bn1.gamma", "bn1.beta", "fc2.W", "bn2.gamma", "bn2.beta", "fc3.W", "fc3.b"])
-    assert sorted(net.buffers) == sorted([
-        "bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"])
+    assert sorted(net.params) == sorted(
+        ["fc1.W", "bn1.gamma", "bn1.beta", "fc2.W", "bn2.gamma", "bn2.beta", "fc3.W", "fc3.b"]
+    )
+    assert sorted(net.buffers) == sorted(
+        ["bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"]
+    )
     assert net.params["fc1.W"].shape == (5, 6)
     assert np.all(net.params["bn1.gamma"] == 1) and np.all(net.params["bn1.beta"] == 0)
     assert sorted(small_net(batchnorm=False).params) == sorted(
-        ["fc1.W", "fc1.b", "fc2.W", "fc2.b", "fc3.W", "fc3.b"])
+        ["fc1.W", "fc1.b", "fc2.W", "fc2.b", "fc3.W", "fc3.b"]
+    )
     assert small_net(batchnorm=False).bn_layers == []
 
 
@@ -96,8 +107,9 @@ def test_float32_network_stays_float32():
     rng = np.random.default_rng(0)
     net = small_net(dtype="float32", activation="relu")
     X = rng.standard_normal((16, 5)).astype(np.float32)
-    cost, grads, stats = net.loss_and_grads(X, rng.integers(0, 3, 16), l2=0.1,
-                                            masks=net.dropout_masks(16, 0.9, rng))
+    cost, grads, stats = net.loss_and_grads(
+        X, rng.integers(0, 3, 16), l2=0.1, masks=net.dropout_masks(16, 0.9, rng)
+    )
     assert all(g.dtype == np.float32 for g in grads.values())
     assert all(s.dtype == np.float32 for pair in stats.values() for s in pair)
     net.update_running_stats(stats)
@@ -119,10 +131,16 @@ def test_state_arrays_round_trip_and_validation():
         other.load_state_arrays(nan)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(hidden=(0,)), dict(activation="sigmoid"), dict(init="zeros"), dict(dtype="float16"),
-    dict(n_classes=1),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(hidden=(0,)),
+        dict(activation="sigmoid"),
+        dict(init="zeros"),
+        dict(dtype="float16"),
+        dict(n_classes=1),
+    ],
+)
 def test_architecture_rejects_bad_values(bad):
     kwargs = dict(n_features=4, hidden=(3,), n_classes=2) | bad
     with pytest.raises(ValueError):

@@ -5,8 +5,8 @@ import pytest
 
 from dlcore import sandbox as sb
 from dlcore.trainer import RunConfig, Trainer
-from tests.test_training import train
 from tests.test_trainer import run_steps
+from tests.test_training import train
 
 
 @pytest.fixture
@@ -25,8 +25,9 @@ def test_sandboxes_never_change_the_live_run(trainer):
     state_before = live_state(trainer)
     snap_before = trainer.snapshot()
     state = trainer.export_state()
-    results = sb.look_ahead(trainer.config, trainer.data, state, sb.alpha_candidates(1e-3),
-                            steps=50, processes=1)
+    results = sb.look_ahead(
+        trainer.config, trainer.data, state, sb.alpha_candidates(1e-3), steps=50, processes=1
+    )
     sb.lr_range_test(trainer.config, trainer.data, state, steps=50)
     sb.switch_preview(trainer.config, trainer.data, state, {"optimizer": "rmsprop"}, True)
     assert all(len(r.history["cost"]) == 50 for r in results)
@@ -43,8 +44,9 @@ def test_sandboxes_never_change_the_live_run(trainer):
 def test_look_ahead_candidates_see_the_same_mini_batches(trainer):
     """Same changes twice give identical curves; the unchanged candidate reproduces the live run."""
     state = trainer.export_state()
-    same = sb.look_ahead(trainer.config, trainer.data, state, [{}, {}, {"lr": 3e-3}], steps=40,
-                         processes=1)
+    same = sb.look_ahead(
+        trainer.config, trainer.data, state, [{}, {}, {"lr": 3e-3}], steps=40, processes=1
+    )
     np.testing.assert_array_equal(same[0].history["cost"], same[1].history["cost"])
     # the first step's cost is computed before any update: equal for every candidate
     assert same[0].history["cost"][0] == same[2].history["cost"][0]
@@ -69,8 +71,9 @@ def test_bad_candidate_fails_before_any_work(trainer):
 
 def test_committing_a_candidate_continues_from_its_state_on_a_new_branch(trainer):
     state = trainer.export_state()
-    results = sb.look_ahead(trainer.config, trainer.data, state, sb.alpha_candidates(1e-3),
-                            steps=30, processes=1)
+    results = sb.look_ahead(
+        trainer.config, trainer.data, state, sb.alpha_candidates(1e-3), steps=30, processes=1
+    )
     chosen = results[2]
     branch = trainer.adopt(sb.committable(chosen))
     snap = trainer.snapshot()
@@ -82,8 +85,9 @@ def test_committing_a_candidate_continues_from_its_state_on_a_new_branch(trainer
     # the committed branch continues exactly like the sandbox would have
     sandbox = sb.Sandbox(trainer.config, trainer.data, trainer.export_state())
     sandbox.run(10)
-    np.testing.assert_array_equal(run_steps(trainer, 10).history["cost"][-10:],
-                                  sandbox.history()["cost"])
+    np.testing.assert_array_equal(
+        run_steps(trainer, 10).history["cost"][-10:], sandbox.history()["cost"]
+    )
 
 
 def test_range_test_suggestion_lies_within_a_decade_of_the_best_alpha_on_digits(tmp_path):
@@ -93,8 +97,10 @@ def test_range_test_suggestion_lies_within_a_decade_of_the_best_alpha_on_digits(
         grid = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
         dev = [train(trainer.data, epochs=5, lr=lr)[1][-1] for lr in grid]
     best = grid[int(np.argmax(dev))]
-    print(f"best α {best:g} (dev {max(dev):.3f}); steepest {result['steepest']:.3g}, "
-          f"min/10 {result['min_tenth']:.3g}")
+    print(
+        f"best α {best:g} (dev {max(dev):.3f}); steepest {result['steepest']:.3g}, "
+        f"min/10 {result['min_tenth']:.3g}"
+    )
     for suggestion in (result["steepest"], result["min_tenth"]):
         assert best / 10 <= suggestion <= best * 10
     assert np.all(np.diff(result["alphas"]) > 0)
@@ -127,7 +133,9 @@ def test_carried_state_maps_moments_by_meaning(trainer):
     rms = make_optimizer("rmsprop", 1e-3)
     state = carried_state(adam, rms, params)
     assert set(state["moments"]) == {f"{k}/s" for k in params} and state["t"] == 1
-    np.testing.assert_array_equal(state["moments"]["fc1.W/s"], adam.state_dict()["moments"]["fc1.W/s"])
+    np.testing.assert_array_equal(
+        state["moments"]["fc1.W/s"], adam.state_dict()["moments"]["fc1.W/s"]
+    )
     back = carried_state(make_optimizer("momentum", 1e-3), make_optimizer("adam", 1e-3), params)
     assert back["t"] == 0 and all(np.all(v == 0) for v in back["moments"].values())
 
@@ -137,8 +145,9 @@ def test_committing_a_look_ahead_from_a_checkpoint_on_another_branch(trainer):
     run_steps(trainer, 10)
     trainer.rollback(trainer.checkpoint("to leave branch 0"))  # now on branch 1
     state = trainer.export_state(fork)
-    results = sb.look_ahead(trainer.config, trainer.data, state, [{"lr": 2e-3}], steps=20,
-                            processes=1)
+    results = sb.look_ahead(
+        trainer.config, trainer.data, state, [{"lr": 2e-3}], steps=20, processes=1
+    )
     branch = trainer.adopt(sb.committable(results[0]))
     snap = trainer.snapshot()
     assert branch == 2 and snap.step == 20 and snap.branches[2]["parent_branch"] == 0

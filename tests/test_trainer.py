@@ -96,15 +96,27 @@ def test_alpha_changed_at_step_k_applies_from_step_k_plus_1_and_is_marked(make_t
     assert pre[0]["step"] == 20 and pre[0]["hparams"]["lr"] == 1e-3
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(lr=-1), "lr"), (dict(lr=float("nan")), "finite"), (dict(lr="0.1"), "number"),
-    (dict(optimizer="sgd"), "optimizer"), (dict(beta1=1.0), "beta1"), (dict(eps=0), "eps"),
-    (dict(batch_size=0), "batch_size"), (dict(batch_size=2.5), "whole"),
-    (dict(keep_prob=0), "keep_prob"), (dict(l2=-0.1), "l2"), (dict(bn_momentum=1), "bn_momentum"),
-    (dict(schedule="cosine"), "cosine"), (dict(schedule="exponential", schedule_params={"base": 2}), "base"),
-    (dict(eval_every=0), "eval_every"), (dict(colour="red"), "unknown"),
-    (dict(batch_size=10**9), "batch_size"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(lr=-1), "lr"),
+        (dict(lr=float("nan")), "finite"),
+        (dict(lr="0.1"), "number"),
+        (dict(optimizer="sgd"), "optimizer"),
+        (dict(beta1=1.0), "beta1"),
+        (dict(eps=0), "eps"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(batch_size=2.5), "whole"),
+        (dict(keep_prob=0), "keep_prob"),
+        (dict(l2=-0.1), "l2"),
+        (dict(bn_momentum=1), "bn_momentum"),
+        (dict(schedule="cosine"), "cosine"),
+        (dict(schedule="exponential", schedule_params={"base": 2}), "base"),
+        (dict(eval_every=0), "eval_every"),
+        (dict(colour="red"), "unknown"),
+        (dict(batch_size=10**9), "batch_size"),
+    ],
+)
 def test_invalid_updates_raise_at_once_and_change_nothing(make_trainer, bad, message):
     trainer = make_trainer()
     before = trainer.snapshot()
@@ -295,8 +307,12 @@ def test_damaged_checkpoints_are_reported_and_skipped(tmp_path):
     with Trainer.open(tmp_path) as reopened:
         snap = reopened.snapshot()
         damaged = {d["file"]: d["reason"] for d in snap.damaged}
-        assert set(damaged) == {f"{newest}.npz", "ckpt-000090.npz", "ckpt-000091.npz",
-                                "ckpt-000092.npz"}
+        assert set(damaged) == {
+            f"{newest}.npz",
+            "ckpt-000090.npz",
+            "ckpt-000091.npz",
+            "ckpt-000092.npz",
+        }
         assert "object" in damaged["ckpt-000092.npz"] or "pickle" in damaged["ckpt-000092.npz"]
         assert snap.last_good_checkpoint == good and snap.step == 10
         assert not (run_dir / ".ckpt-000093.npz.tmp-123").exists()
@@ -339,7 +355,9 @@ def test_many_threads_issuing_random_commands(make_trainer):
                 elif choice == 4:
                     trainer.update(lr=float(rng.choice([-1, 0, np.nan])))
                 elif choice == 5:
-                    trainer.update(optimizer=str(rng.choice(["gd", "momentum", "rmsprop", "adam", "bad"])))
+                    trainer.update(
+                        optimizer=str(rng.choice(["gd", "momentum", "rmsprop", "adam", "bad"]))
+                    )
                 elif choice == 6:
                     trainer.checkpoint("stress")
                 elif choice == 7:
@@ -388,8 +406,9 @@ def test_batchnorm_picture_follows_a_rollback_and_reports_the_estimate_error(mak
     run_steps(trainer, 30)
     trained = trainer.snapshot().bn["bn1"]
     assert not np.all(trained["gamma"] == 1)
-    np.testing.assert_array_equal(trained["mean_error"],
-                                  trained["running_mean"] - trained["population_mean"])
+    np.testing.assert_array_equal(
+        trained["mean_error"], trained["running_mean"] - trained["population_mean"]
+    )
     trainer.rollback(initial)
     restored = trainer.snapshot().bn["bn1"]
     assert np.all(restored["gamma"] == 1) and np.all(restored["running_mean"] == 0)

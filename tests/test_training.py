@@ -1,6 +1,5 @@
 """End to end: the math trains a real classifier (a property of the math, not a timing)."""
 
-import numpy as np
 import pytest
 
 from dlcore.data import MiniBatchIterator, prepare_dataset
@@ -9,9 +8,16 @@ from dlcore.optim import make_optimizer
 
 
 def train(dataset, epochs, optimizer="adam", lr=1e-3, batchnorm=True, dtype="float64", seed=0):
-    net = Network(Architecture(n_features=dataset.n_features, hidden=(64, 32),
-                               n_classes=dataset.n_classes, batchnorm=batchnorm, dtype=dtype),
-                  seed=seed)
+    net = Network(
+        Architecture(
+            n_features=dataset.n_features,
+            hidden=(64, 32),
+            n_classes=dataset.n_classes,
+            batchnorm=batchnorm,
+            dtype=dtype,
+        ),
+        seed=seed,
+    )
     opt = make_optimizer(optimizer, lr)
     batches = MiniBatchIterator(len(dataset.y_train), 64, seed=seed)
     dev_accuracy = []
