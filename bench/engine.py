@@ -56,7 +56,9 @@ def bare_loop_seconds(trainer: Trainer, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         index = iterator.next_batch()
-        cost, grads, stats = net.loss_and_grads(data.X_train[index], data.y_train[index], hp["l2"])
+        cost, grads, stats = net.loss_and_grads(
+            data.X_train[index], data.y_train[index], hp["l2"], reuse_buffers=True
+        )
         optimizer.step(net.params, grads)
         net.update_running_stats(stats, hp["bn_momentum"])
     return time.perf_counter() - start

@@ -19,18 +19,22 @@ a parameter is stepped. Usage::
     opt.lr = 3e-4                    # takes effect at the next step
     saved = opt.state_dict()         # {"t": 1, "moments": {"fc1.W/v": ..., ...}}
 
-Speed: after its first step an optimizer allocates nothing. Each parameter gets one
-preallocated scratch array, every pass of an update is an in-place ufunc (``out=``),
-and scalars are Python floats, so float32 parameters stay float32 throughout.
-Processing large arrays in cache-sized chunks was measured and rejected: on a
-1024x1024 float32 Adam step, whole-array passes took 1.45 ms and 16k-element chunks
-2.0 ms (the Python overhead per chunk outweighs the cache gain; 20 MB fits in L3).
+Speed: after its first step an optimizer allocates nothing. Every pass of an update
+is an in-place ufunc (``out=``) into a preallocated scratch array, and scalars are
+Python floats, so float32 parameters stay float32 throughout. When the params lie
+back to back in one array, and the grads likewise (as a ``Network``'s do), the
+moments are laid out the same way and one update runs over the whole span instead
+of one per param: the same elementwise arithmetic, bit for bit, in a dozen numpy
+calls in all instead of a dozen per param (in cache-sized chunks when the span is
+long, see ``CHUNK``).
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -54,6 +58,51 @@ def _check_number(name: str, value: object) -> float:
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {number}")
     return number
+
+
+def _flat_span(arrays: list[np.ndarray]) -> np.ndarray | None:
+    """The 1-D array that ``arrays`` fill back to back in this order, or None."""
+    base = arrays[0].base if arrays else None
+    if base is None or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    start = position = arrays[0].__array_interface__["data"][0]
+    for array in arrays:
+        if (array.base is not base or array.dtype != base.dtype
+                or not array.flags.c_contiguous
+                or array.__array_interface__["data"][0] != position):
+            return None
+        position += array.nbytes
+    first = (start - base.__array_interface__["data"][0]) // base.itemsize
+    return base[first:first + (position - start) // base.itemsize]
+
+
+#: A whole-span update longer than this many elements runs chunk by chunk, CHUNK
+#: elements at a time, so that each chunk's five arrays (param, grad, two moments,
+#: scratch) stay in cache through the dozen passes of an Adam update instead of
+#: streaming from memory a dozen times. Measured inside the training step (float32,
+#: 2-core AMD EPYC, 1 MB L2 per core, 32 MB L3, quiet machine): on the
+#: 784-1024-1024-10 net's 1.85M params (37 MB of arrays) Adam took 3.6 / 4.3 / 4.8 ms
+#: (min / 25th percentile / median) whole, 3.3 / 3.8 / 4.0 in 64k-element chunks and
+#: 3.2 / 3.7 / 3.8 in 128k ones; on the 784-256-128-10 net's 234k params chunking
+#: only added the per-chunk overhead of a dozen numpy calls (267 -> 305 µs min).
+CHUNK_ABOVE = 1 << 20
+CHUNK = 1 << 17
+
+
+class _Span(NamedTuple):
+    """The 1-D arrays a whole-span update runs on, and what they were derived from."""
+
+    param_names: tuple[str, ...]
+    params: tuple[np.ndarray, ...]
+    grad_names: tuple[str, ...]
+    grads: tuple[np.ndarray, ...]
+    chunks: list[tuple]  # (param, grad, moments tuple, scratch) per chunk, each 1-D
+
+    def fits(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> bool:
+        """The same names and the very same arrays as when this span was built."""
+        return (tuple(params) == self.param_names and tuple(grads) == self.grad_names
+                and all(map(operator.is_, params.values(), self.params))
+                and all(map(operator.is_, grads.values(), self.grads)))
 
 
 def _check_lr(value: object) -> float:
@@ -96,6 +145,8 @@ class Optimizer:
         self._moments: dict[str, tuple[np.ndarray, ...]] = {}
         # param name -> preallocated work array (not state: never saved)
         self._scratch: dict[str, np.ndarray] = {}
+        # the whole-span update of the last step, if params and grads allowed one
+        self._span: _Span | None = None
 
     # -- hyperparameters ---------------------------------------------------------------
 
@@ -125,9 +176,16 @@ class Optimizer:
         params: name -> array of any shape; grads: the same names, same shapes.
         Inputs are checked before anything changes.
         """
-        self._check_step_inputs(params, grads)
+        span = self._span
+        if span is None or not span.fits(params, grads):
+            self._check_step_inputs(params, grads)
+            span = self._span = self._build_span(params, grads)
         self.t += 1
         constants = self._step_constants()
+        if span is not None:
+            for chunk in span.chunks:
+                self._update(*chunk, *constants)
+            return
         for name, param in params.items():
             moments = self._moments.get(name)
             if moments is None:
@@ -137,6 +195,43 @@ class Optimizer:
             if scratch is None or (scratch.shape, scratch.dtype) != (param.shape, param.dtype):
                 scratch = self._scratch[name] = np.empty(param.shape, param.dtype)
             self._update(param, grads[name], moments, scratch, *constants)
+
+    def _build_span(self, params, grads) -> _Span | None:
+        """A whole-span update if params and grads each lie back to back in one array.
+
+        The moments are then laid out back to back too (existing values copied in), so
+        that the update is one pass per operation over all of them.
+        """
+        names = tuple(params)
+        param_span = _flat_span(list(params.values()))
+        grad_span = _flat_span([grads[name] for name in names])
+        if param_span is None or grad_span is None:
+            return None
+        moments = []
+        for i, _ in enumerate(self.moment_names):
+            current = [self._moments[name][i] for name in names if name in self._moments]
+            span = _flat_span(current) if len(current) == len(names) else None
+            if span is None or span.dtype != param_span.dtype or span.size != param_span.size:
+                span = np.zeros(param_span.size, param_span.dtype)
+                offset = 0
+                for name, param in params.items():
+                    if name in self._moments:
+                        span[offset:offset + param.size] = self._moments[name][i].reshape(-1)
+                    offset += param.size
+            moments.append(span)
+        offset = 0
+        for name, param in params.items():
+            self._moments[name] = tuple(
+                moment[offset:offset + param.size].reshape(param.shape) for moment in moments)
+            offset += param.size
+        size = param_span.size
+        chunk = CHUNK if size > CHUNK_ABOVE else size
+        scratch = np.empty(min(chunk, size), param_span.dtype)
+        chunks = [(param_span[start:start + chunk], grad_span[start:start + chunk],
+                   tuple(moment[start:start + chunk] for moment in moments),
+                   scratch[:min(chunk, size - start)])
+                  for start in range(0, size, chunk)]
+        return _Span(names, tuple(params.values()), tuple(grads), tuple(grads.values()), chunks)
 
     def _check_step_inputs(self, params, grads) -> None:
         if params.keys() != grads.keys():
@@ -177,6 +272,7 @@ class Optimizer:
         self.t = 0
         self._moments.clear()
         self._scratch.clear()
+        self._span = None
 
     def state_dict(self) -> dict:
         """``{"t": int, "moments": {"<param>/<moment>": array copy}}``; moments are "v", "s"."""
@@ -200,6 +296,7 @@ class Optimizer:
         t, moments = self._validated_state(state, params)
         self.t = t
         self._moments = moments
+        self._span = None
 
     def _validated_state(self, state, params) -> tuple[int, dict[str, tuple[np.ndarray, ...]]]:
         if not isinstance(state, Mapping) or set(state) != {"t", "moments"}:
@@ -365,12 +462,12 @@ class Adam(Optimizer):
         np.multiply(grad, grad, out=scratch)
         scratch *= 1.0 - self.beta2
         mean_square += scratch
-        # 3) W -= α/(1−β1^t) · v / (√s/√(1−β2^t) + ε)
+        # 3) W -= α/(1−β1^t) · v / (√s/√(1−β2^t) + ε), with both scalars folded
+        #    into the denominator: W -= v / (√s/(√(1−β2^t)·step) + ε/step)
         np.sqrt(mean_square, out=scratch)
-        scratch /= root_bias_correction2
-        scratch += self.eps
+        scratch *= 1.0 / (root_bias_correction2 * step_size)
+        scratch += self.eps / step_size
         np.divide(velocity, scratch, out=scratch)
-        scratch *= step_size
         param -= scratch
 
 

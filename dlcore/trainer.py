@@ -1197,7 +1197,8 @@ class Trainer:
         X, y = self.data.X_train[index], self.data.y_train[index]
         masks = net.dropout_masks(len(index), hp["keep_prob"], self._dropout_rng)
         # 2) forward and backward
-        cost, grads, batch_stats = net.loss_and_grads(X, y, hp["l2"], masks)
+        # Preallocated buffers: grads are only used within this step.
+        cost, grads, batch_stats = net.loss_and_grads(X, y, hp["l2"], masks, reuse_buffers=True)
         grad_norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
         # 3) divergence guard, before anything is changed
         cause = self._divergence_cause(cost, grad_norm)
