@@ -19,7 +19,7 @@ from tests.browser import (
     screenshot,
     streamlit_server,
 )
-from tests.test_browser import metric, step_count, wait_for
+from tests.test_browser import metric, set_alpha, step_count, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -91,10 +91,7 @@ def test_two_browser_sessions_steering_one_run_converge(tmp_path):
         alphas = ["0.002", "0.0005", "0.003", "0.001"]
         for i in range(8):
             # tab 1 changes α; tab 2 toggles the run and steps it
-            alpha = first.get_by_role("spinbutton", name="Learning rate α")
-            alpha.fill(alphas[i % len(alphas)])
-            alpha.press("Enter")
-            first.get_by_text("Pending:").first.wait_for(timeout=30_000)
+            set_alpha(first, alphas[i % len(alphas)], "Pending:")
             first.get_by_test_id("stSidebarUserContent").get_by_role("button", name="Apply").click()
             click_when_enabled(second, "Pause") or click_when_enabled(second, "Start")
             time.sleep(0.5)
