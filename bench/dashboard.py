@@ -19,6 +19,7 @@ Needs Debian's Chromium (/usr/bin/chromium) and Playwright. Prints:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -32,19 +33,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.common import machine_report  # noqa: E402
+from bench.engine import MNIST_LIKE as ENGINE_NET  # noqa: E402
 from dlcore import checkpoint as ckptio  # noqa: E402
 from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer  # noqa: E402
 from tests.browser import chromium_page, streamlit_server  # noqa: E402
 
-MNIST_LIKE = RunConfig(
-    dataset="blobs",
-    dataset_params={"n_samples": 12000, "n_features": 784, "n_classes": 10},
-    hidden=(256, 128),
-    batch_size=256,
-    dtype="float32",
-    eval_every=100,
-    checkpoint_every=200,
-)
+# The engine benchmark's net, evaluated and checkpointed as a watched run would be.
+MNIST_LIKE = dataclasses.replace(ENGINE_NET, eval_every=100, checkpoint_every=200)
 
 REFRESH_SCRIPT = """
 import time
