@@ -61,6 +61,19 @@ def set_alpha(page, value: str, pending: str) -> None:
     raise AssertionError(f"the α field never showed {pending!r}")
 
 
+def choose(page, label: str, text: str) -> None:
+    """Pick the first option of a selectbox containing ``text`` by typing, as a person can.
+
+    Typing filters the list and Enter picks the first match; clicking an option instead
+    races the page's once-a-second refresh, which re-renders the open list.
+    """
+    box = page.get_by_role("combobox", name=label, exact=True)
+    box.click()
+    box.fill(text)
+    page.get_by_role("option").filter(has_text=text).first.wait_for(timeout=10_000)
+    box.press("Enter")
+
+
 def step_count(page) -> int:
     return int(metric(page, "Step").replace(",", ""))
 
@@ -113,8 +126,7 @@ def test_a_babysitting_session_in_the_browser(tmp_path):
         page.get_by_role("link", name="Checkpoints").click()
         page.wait_for_url("**/Checkpoints", timeout=30_000)
         page.get_by_text("Roll back to this checkpoint").wait_for(timeout=30_000)
-        page.get_by_role("combobox", name="Checkpoint", exact=True).click()
-        page.get_by_role("option").filter(has_text="pre-change").first.click()
+        choose(page, "Checkpoint", "pre-change")
         page.get_by_role("button", name="Roll back to this checkpoint").click()
         wait_for(
             lambda: page.get_by_text(re.compile(r"branch 1\b")).count() > 0, what="a second branch"

@@ -19,7 +19,7 @@ from tests.browser import (
     screenshot,
     streamlit_server,
 )
-from tests.test_browser import metric, set_alpha, step_count, wait_for
+from tests.test_browser import choose, metric, set_alpha, step_count, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -68,10 +68,14 @@ def test_killing_the_server_mid_training_loses_nothing_saved(tmp_path):
 
 
 def click_when_enabled(page, name):
+    """Click the button if it is there; the other tab may have just flipped it (Pause ↔ Start)."""
     button = page.get_by_role("button", name=name, exact=True)
-    if button.count() and button.first.is_enabled():
-        button.first.click()
-        return True
+    try:
+        if button.count() and button.first.is_enabled():
+            button.first.click(timeout=3_000)
+            return True
+    except Exception:  # noqa: BLE001 - gone mid-click: the rerun replaced it
+        pass
     return False
 
 
@@ -99,8 +103,7 @@ def test_two_browser_sessions_steering_one_run_converge(tmp_path):
         second.get_by_role("link", name="Checkpoints").click()
         second.get_by_text("Roll back to this checkpoint").wait_for(timeout=30_000)
         click_when_enabled(first, "Start")
-        second.get_by_role("combobox", name="Checkpoint", exact=True).click()
-        second.get_by_role("option").filter(has_text="pre-change").first.click()
+        choose(second, "Checkpoint", "pre-change")
         second.get_by_role("button", name="Roll back to this checkpoint").click()
         wait_for(
             lambda: second.get_by_text(re.compile(r"branch 1\b")).count() > 0, what="the rollback"

@@ -12,8 +12,16 @@ import threading
 from pathlib import Path
 
 import streamlit as st
+from threadpoolctl import threadpool_limits
 
 from dlcore.trainer import RunConfig, Trainer, list_runs
+
+# One BLAS thread for the whole dashboard process. With two, OpenBLAS's threads wait on
+# each other whenever the server does Python work on the other core (building a live
+# refresh once a second), and a watched MNIST-like run fell from ≈350 to ≈65 steps/s;
+# with one it keeps ≈150–240 while watched (bench/dashboard.py, bench/RESULTS.md).
+# A babysat run is a watched run, so the dashboard trades the unwatched peak for that.
+threadpool_limits(limits=1, user_api="blas")
 
 APP_DIR = Path(__file__).resolve().parents[2]
 
