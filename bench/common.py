@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 
 
 def machine_report() -> str:
@@ -35,3 +36,22 @@ def machine_report() -> str:
     }
     lines.append(f"BLAS environment: {blas_env or 'OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset'}")
     return "\n".join(lines)
+
+
+def median_range(values, digits: int = 0) -> str:
+    """ "median (min–max)" of repeated measurements, the way every table here shows them."""
+    values = list(values)
+    median = statistics.median(values)
+    return f"{median:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def print_table(rows) -> None:
+    """rows: (measure, median (min–max), reference, ratio text, target, met)."""
+    print(
+        f"{'measure':44} {'median (min–max)':>24} {'reference':>20} {'ratio':>6} {'target':>9}  met"
+    )
+    for name, value, reference, ratio, target, met in rows:
+        print(
+            f"{name:44} {value:>24} {reference:>20} {ratio:>6} {target:>9}  "
+            f"{'yes' if met else 'NO'}"
+        )

@@ -11,8 +11,7 @@ Needs Debian's Chromium (/usr/bin/chromium) and Playwright. Prints:
    (their metadata holds step and time), so nothing else talks to the server;
 2. server-side time of one live refresh (the fragment's render of tiles and
    four charts) with 10⁶ steps of history: target ≤ 150 ms;
-3. bytes a refresh sends: the plotly specs of that render (server side), and
-   the websocket frames the browser receives per second while running;
+3. bytes a refresh sends: the plotly specs of that render (server side);
    target ≤ 300 KB.
 """
 
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine_report  # noqa: E402
+from bench.common import machine_report, median_range, print_table  # noqa: E402
 from bench.engine import MNIST_LIKE as ENGINE_NET  # noqa: E402
 from dlcore import checkpoint as ckptio  # noqa: E402
 from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer  # noqa: E402
@@ -77,18 +76,8 @@ def rate_between(run_dir: Path, start: float, end: float) -> float:
 
 def throughput_with_and_without_page(folder: Path, phase_seconds: float, phases: int):
     run_dir = folder / "mnist-like"
-    frames = {"bytes": 0, "count": 0}
-    with_page, without_page, bytes_per_second = [], [], []
+    with_page, without_page = [], []
     with streamlit_server(folder, folder / "server.log") as (url, _), chromium_page() as page:
-
-        def on_socket(ws):
-            def received(payload):
-                frames["bytes"] += len(payload)
-                frames["count"] += 1
-
-            ws.on("framereceived", received)
-
-        page.on("websocket", on_socket)
         page.goto(url)
         page.get_by_role("button", name="Start").wait_for(timeout=120_000)
         page.get_by_role("button", name="Start").click()
@@ -103,19 +92,14 @@ def throughput_with_and_without_page(folder: Path, phase_seconds: float, phases:
                 else:
                     page.goto("about:blank")
                     time.sleep(1)
-                frames.update(bytes=0, count=0)
                 start = time.time()
                 time.sleep(phase_seconds)
                 end = time.time()
                 rate = rate_between(run_dir, start, end)
-                if open_page:
-                    with_page.append(rate)
-                    bytes_per_second.append(frames["bytes"] / (end - start))
-                else:
-                    without_page.append(rate)
+                (with_page if open_page else without_page).append(rate)
         page.goto(url)
         page.get_by_role("button", name="Pause").click()
-    return with_page, without_page, bytes_per_second
+    return with_page, without_page
 
 
 def refresh_cost_with_history(folder: Path, steps: int, repeats: int):
@@ -166,60 +150,38 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "watched"
         Trainer(MNIST_LIKE, folder, run_id="mnist-like").stop()
-        with_page, without_page, bytes_per_second = throughput_with_and_without_page(
-            folder, phase_seconds, phases
-        )
+        with_page, without_page = throughput_with_and_without_page(folder, phase_seconds, phases)
         refresh_ms, spec_bytes = refresh_cost_with_history(Path(tmp) / "long", 10**6, repeats)
 
-    def fmt(values, digits=0):
-        return (
-            f"{statistics.median(values):.{digits}f} "
-            f"({min(values):.{digits}f}–{max(values):.{digits}f})"
-        )
-
     ratio = statistics.median(with_page) / statistics.median(without_page)
-    rows = [
-        (
-            "steps/s, live page open vs none",
-            fmt(with_page),
-            fmt(without_page),
-            f"{ratio:.3f}",
-            "≥ 0.9",
-            ratio >= 0.9,
-        ),
-        (
-            "one live refresh, 10^6 steps (ms, server)",
-            fmt(refresh_ms, 1),
-            "",
-            "",
-            "≤ 150 ms",
-            statistics.median(refresh_ms) <= 150,
-        ),
-        (
-            "plotly bytes per refresh (KB, server)",
-            fmt([s / 1e3 for s in spec_bytes], 1),
-            "",
-            "",
-            "≤ 300 KB",
-            statistics.median(spec_bytes) <= 300e3,
-        ),
-        (
-            "websocket bytes/s received, running (KB)",
-            fmt([b / 1e3 for b in bytes_per_second], 1),
-            "",
-            "",
-            "≤ 300 KB",
-            statistics.median(bytes_per_second) <= 300e3,
-        ),
-    ]
-    print(
-        f"{'measure':44} {'median (min–max)':>24} {'reference':>20} {'ratio':>6} {'target':>9}  met"
+    print_table(
+        [
+            (
+                "steps/s, live page open vs none",
+                median_range(with_page),
+                median_range(without_page),
+                f"{ratio:.3f}",
+                "≥ 0.9",
+                ratio >= 0.9,
+            ),
+            (
+                "one live refresh, 10^6 steps (ms, server)",
+                median_range(refresh_ms, 1),
+                "",
+                "",
+                "≤ 150 ms",
+                statistics.median(refresh_ms) <= 150,
+            ),
+            (
+                "plotly bytes per refresh (KB, server)",
+                median_range([b / 1e3 for b in spec_bytes], 1),
+                "",
+                "",
+                "≤ 300 KB",
+                statistics.median(spec_bytes) <= 300e3,
+            ),
+        ]
     )
-    for name, value, reference, ratio_text, target, met in rows:
-        print(
-            f"{name:44} {value:>24} {reference:>20} {ratio_text:>6} {target:>9}  "
-            f"{'yes' if met else 'NO'}"
-        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine_report  # noqa: E402
+from bench.common import machine_report, median_range, print_table  # noqa: E402
 from dlcore.trainer import RunConfig, Trainer, _append_bn  # noqa: E402
 
 MNIST_LIKE = RunConfig(
@@ -85,10 +85,6 @@ def steps_per_second_pairs(make_a, make_b, steps, repeats):
         for run, rates in order if i % 2 == 0 else order[::-1]:
             rates.append(steps / run(steps))
     return a_rates, b_rates
-
-
-def summary(rates):
-    return statistics.median(rates), min(rates), max(rates)
 
 
 def history_snapshot(steps: int):
@@ -147,59 +143,44 @@ def main():
         saving.stop()
     snapshot_ms, memory = history_snapshot(10**6)
 
-    rows = []
-    t, b = summary(trainer_rates), summary(bare_rates)
-    rows.append(
-        (
-            "Trainer vs bare loop (steps/s)",
-            f"{t[0]:.0f} ({t[1]:.0f}–{t[2]:.0f})",
-            f"{b[0]:.0f} ({b[1]:.0f}–{b[2]:.0f})",
-            t[0] / b[0],
-            "≥ 0.95",
-            t[0] / b[0] >= 0.95,
-        )
+    trainer_vs_bare = statistics.median(trainer_rates) / statistics.median(bare_rates)
+    saving_vs_plain = statistics.median(saving_rates) / statistics.median(plain_rates)
+    print_table(
+        [
+            (
+                "Trainer vs bare loop (steps/s)",
+                median_range(trainer_rates),
+                median_range(bare_rates),
+                f"{trainer_vs_bare:.3f}",
+                "≥ 0.95",
+                trainer_vs_bare >= 0.95,
+            ),
+            (
+                "checkpoint_every=100 vs none (steps/s)",
+                median_range(saving_rates),
+                median_range(plain_rates),
+                f"{saving_vs_plain:.3f}",
+                "≥ 0.95",
+                saving_vs_plain >= 0.95,
+            ),
+            (
+                "snapshot() with 10^6 steps (ms)",
+                median_range(snapshot_ms, 2),
+                "",
+                "",
+                "≤ 20 ms",
+                statistics.median(snapshot_ms) <= 20,
+            ),
+            (
+                "history memory for 10^6 steps (MB)",
+                f"{memory / 1e6:.1f}",
+                "",
+                "",
+                "≤ 100 MB",
+                memory / 1e6 <= 100,
+            ),
+        ]
     )
-    s, p = summary(saving_rates), summary(plain_rates)
-    rows.append(
-        (
-            "checkpoint_every=100 vs none (steps/s)",
-            f"{s[0]:.0f} ({s[1]:.0f}–{s[2]:.0f})",
-            f"{p[0]:.0f} ({p[1]:.0f}–{p[2]:.0f})",
-            s[0] / p[0],
-            "≥ 0.95",
-            s[0] / p[0] >= 0.95,
-        )
-    )
-    m = summary(snapshot_ms)
-    rows.append(
-        (
-            "snapshot() with 10^6 steps (ms)",
-            f"{m[0]:.2f} ({m[1]:.2f}–{m[2]:.2f})",
-            "",
-            None,
-            "≤ 20 ms",
-            m[0] <= 20,
-        )
-    )
-    rows.append(
-        (
-            "history memory for 10^6 steps (MB)",
-            f"{memory / 1e6:.1f}",
-            "",
-            None,
-            "≤ 100 MB",
-            memory / 1e6 <= 100,
-        )
-    )
-    print(
-        f"{'measure':42} {'median (min–max)':>22} {'reference':>18} {'ratio':>6} {'target':>9}  met"
-    )
-    for name, value, reference, ratio, target, met in rows:
-        ratio_text = f"{ratio:.3f}" if ratio is not None else ""
-        print(
-            f"{name:42} {value:>22} {reference:>18} {ratio_text:>6} {target:>9}  "
-            f"{'yes' if met else 'NO'}"
-        )
 
 
 if __name__ == "__main__":
