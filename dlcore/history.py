@@ -59,6 +59,12 @@ class Columns:
             new[: self._length] = old[: self._length]
             self._data[name] = new
 
+    def last(self, name: str):
+        """The newest row's value in column ``name``; IndexError if there are no rows."""
+        if not self._length:
+            raise IndexError(f"no rows yet in column {name!r}")
+        return self._data[name][self._length - 1]
+
     def view(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
         """Read-only views of rows [start, stop): safe to hand to another thread."""
         stop = self._length if stop is None else min(stop, self._length)

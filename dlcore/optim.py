@@ -18,6 +18,7 @@ a parameter is stepped. Usage::
     opt.step(params, grads)          # params' arrays change in place
     opt.lr = 3e-4                    # takes effect at the next step
     saved = opt.state_dict()         # {"t": 1, "moments": {"fc1.W/v": ..., ...}}
+    norms = opt.step(params, grads, update_norms=["fc1.W"])   # {"fc1.W": ‖ΔW‖}
 
 Speed: after its first step an optimizer allocates nothing. Every pass of an update
 is an in-place ufunc (``out=``) into a preallocated scratch array, and scalars are
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -45,6 +46,7 @@ __all__ = [
     "Momentum",
     "Optimizer",
     "RMSprop",
+    "flat_span",
     "make_optimizer",
     "optimizer_formula",
 ]
@@ -60,7 +62,7 @@ def _check_number(name: str, value: object) -> float:
     return number
 
 
-def _flat_span(arrays: list[np.ndarray]) -> np.ndarray | None:
+def flat_span(arrays: list[np.ndarray]) -> np.ndarray | None:
     """The 1-D array that ``arrays`` fill back to back in this order, or None."""
     base = arrays[0].base if arrays else None
     if base is None or base.ndim != 1 or not base.flags.c_contiguous:
@@ -74,6 +76,21 @@ def _flat_span(arrays: list[np.ndarray]) -> np.ndarray | None:
         position += array.nbytes
     first = (start - base.__array_interface__["data"][0]) // base.itemsize
     return base[first:first + (position - start) // base.itemsize]
+
+
+def _add_squares(squares: dict[str, float], offsets, start: int, update: np.ndarray) -> None:
+    """Add to ``squares[name]`` the sum of squares of that param's part of ``update``.
+
+    ``update`` is one chunk of a whole-span update, starting at ``start`` in the span;
+    ``offsets`` maps each param name to its [start, stop) in the span.
+    """
+    stop = start + update.size
+    for name in squares:
+        first, last = offsets[name]
+        low, high = max(first, start), min(last, stop)
+        if low < high:
+            part = update[low - start:high - start]
+            squares[name] += float(np.vdot(part, part))
 
 
 #: A whole-span update longer than this many elements runs chunk by chunk, CHUNK
@@ -97,6 +114,8 @@ class _Span(NamedTuple):
     grad_names: tuple[str, ...]
     grads: tuple[np.ndarray, ...]
     chunks: list[tuple]  # (param, grad, moments tuple, scratch) per chunk, each 1-D
+    starts: tuple[int, ...]  # where each chunk starts in the span
+    offsets: dict[str, tuple[int, int]]  # param name -> [start, stop) in the span
 
     def fits(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> bool:
         """The same names and the very same arrays as when this span was built."""
@@ -170,22 +189,38 @@ class Optimizer:
 
     # -- stepping ----------------------------------------------------------------------
 
-    def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
+    def step(
+        self,
+        params: Mapping[str, np.ndarray],
+        grads: Mapping[str, np.ndarray],
+        update_norms: Collection[str] = (),
+    ) -> dict[str, float]:
         """Apply one update to every array in ``params``, in place; ``t`` increases by 1.
 
         params: name -> array of any shape; grads: the same names, same shapes.
         Inputs are checked before anything changes.
+
+        Returns ``{name: ‖ΔW‖}`` (the L2 norm of the update subtracted from the param)
+        for each name in ``update_norms``. It is read from the work array the update was
+        computed in, while still in cache, so that a caller tracking the
+        update-to-weight ratio needs no copy of W before the step.
         """
         span = self._span
         if span is None or not span.fits(params, grads):
             self._check_step_inputs(params, grads)
             span = self._span = self._build_span(params, grads)
+        unknown = [name for name in update_norms if name not in params]
+        if unknown:
+            raise ValueError(f"update_norms names unknown params {unknown}")
         self.t += 1
         constants = self._step_constants()
+        squares = dict.fromkeys(update_norms, 0.0)
         if span is not None:
-            for chunk in span.chunks:
+            for start, chunk in zip(span.starts, span.chunks, strict=True):
                 self._update(*chunk, *constants)
-            return
+                if squares:
+                    _add_squares(squares, span.offsets, start, chunk[3])
+            return {name: math.sqrt(total) for name, total in squares.items()}
         for name, param in params.items():
             moments = self._moments.get(name)
             if moments is None:
@@ -195,6 +230,9 @@ class Optimizer:
             if scratch is None or (scratch.shape, scratch.dtype) != (param.shape, param.dtype):
                 scratch = self._scratch[name] = np.empty(param.shape, param.dtype)
             self._update(param, grads[name], moments, scratch, *constants)
+            if name in squares:
+                squares[name] = float(np.vdot(scratch, scratch))
+        return {name: math.sqrt(total) for name, total in squares.items()}
 
     def _build_span(self, params, grads) -> _Span | None:
         """A whole-span update if params and grads each lie back to back in one array.
@@ -203,14 +241,14 @@ class Optimizer:
         that the update is one pass per operation over all of them.
         """
         names = tuple(params)
-        param_span = _flat_span(list(params.values()))
-        grad_span = _flat_span([grads[name] for name in names])
+        param_span = flat_span(list(params.values()))
+        grad_span = flat_span([grads[name] for name in names])
         if param_span is None or grad_span is None:
             return None
         moments = []
         for i, _ in enumerate(self.moment_names):
             current = [self._moments[name][i] for name in names if name in self._moments]
-            span = _flat_span(current) if len(current) == len(names) else None
+            span = flat_span(current) if len(current) == len(names) else None
             if span is None or span.dtype != param_span.dtype or span.size != param_span.size:
                 span = np.zeros(param_span.size, param_span.dtype)
                 offset = 0
@@ -219,10 +257,11 @@ class Optimizer:
                         span[offset:offset + param.size] = self._moments[name][i].reshape(-1)
                     offset += param.size
             moments.append(span)
-        offset = 0
+        offset, offsets = 0, {}
         for name, param in params.items():
             self._moments[name] = tuple(
                 moment[offset:offset + param.size].reshape(param.shape) for moment in moments)
+            offsets[name] = (offset, offset + param.size)
             offset += param.size
         size = param_span.size
         chunk = CHUNK if size > CHUNK_ABOVE else size
@@ -231,7 +270,8 @@ class Optimizer:
                    tuple(moment[start:start + chunk] for moment in moments),
                    scratch[:min(chunk, size - start)])
                   for start in range(0, size, chunk)]
-        return _Span(names, tuple(params.values()), tuple(grads), tuple(grads.values()), chunks)
+        return _Span(names, tuple(params.values()), tuple(grads), tuple(grads.values()), chunks,
+                     tuple(range(0, size, chunk)), offsets)
 
     def _check_step_inputs(self, params, grads) -> None:
         if params.keys() != grads.keys():
@@ -261,7 +301,9 @@ class Optimizer:
     def _update(self, param, grad, moments, scratch, *constants) -> None:
         """Update ``param`` and its ``moments`` in place; ``scratch`` is free work space.
 
-        All arrays have the param's shape; ``moments`` follow ``moment_names``.
+        All arrays have the param's shape; ``moments`` follow ``moment_names``. Must
+        end with ``param -= scratch``, leaving in ``scratch`` the update itself (which
+        ``step`` reads for ``update_norms``).
         """
         raise NotImplementedError
 

@@ -51,7 +51,7 @@ from dlcore import checkpoint as ckptio
 from dlcore.data import MiniBatchIterator, prepare_dataset
 from dlcore.history import Columns
 from dlcore.network import Architecture, Network
-from dlcore.optim import make_optimizer
+from dlcore.optim import flat_span, make_optimizer
 from dlcore.schedules import make_schedule
 
 CHECKPOINT_FORMAT = "panda-checkpoint-v1"
@@ -518,10 +518,13 @@ class Trainer:
         self._seq = 0
         self._branch = 0
         self._branches: dict[int, _Branch] = {0: self._empty_branch()}
-        self._weights_before = {
-            k: np.empty_like(self._net.params[k]) for k in self._net.weight_keys
+        # update_ratio/<layer> column name of each dense layer's weight matrix
+        self._ratio_columns = {
+            k: f"update_ratio/{k.split('.')[0]}" for k in self._net.weight_keys
         }
         self._last_batch_stats: dict = {}
+        self._grads_seen: Mapping | None = None  # see _grad_norm
+        self._grads_span: np.ndarray | None = None
         self._latest_bn: dict = {}
         self._decision_grid: Mapping | None = None
         self._rate_times: collections.deque = collections.deque(maxlen=200)
@@ -1199,25 +1202,23 @@ class Trainer:
         # 2) forward and backward
         # Preallocated buffers: grads are only used within this step.
         cost, grads, batch_stats = net.loss_and_grads(X, y, hp["l2"], masks, reuse_buffers=True)
-        grad_norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+        grad_norm = self._grad_norm(grads)
         # 3) divergence guard, before anything is changed
         cause = self._divergence_cause(cost, grad_norm)
         if cause:
             self._diverge(cause, cost)
             return
-        # 4) update, keeping W before it for the update-to-weight ratio
-        for key, before in self._weights_before.items():
-            np.copyto(before, net.params[key])
+        # 4) update; the update-to-weight ratio ‖ΔW‖/‖W‖ takes ‖W‖ before the update
+        #    and ‖ΔW‖ from the optimizer (no copy of W)
+        columns = self._ratio_columns
+        weight_norms = {key: float(np.linalg.norm(net.params[key])) for key in columns}
         self._optimizer.lr = alpha
-        self._optimizer.step(net.params, grads)
+        update_norms = self._optimizer.step(net.params, grads, update_norms=columns)
         net.update_running_stats(batch_stats, hp["bn_momentum"])
-        ratios = {}
-        for key, before in self._weights_before.items():
-            weight_norm = float(np.linalg.norm(before))
-            np.subtract(net.params[key], before, out=before)
-            ratios[f"update_ratio/{key.split('.')[0]}"] = (
-                float(np.linalg.norm(before)) / weight_norm if weight_norm else 0.0
-            )
+        ratios = {
+            column: update_norms[key] / weight_norms[key] if weight_norms[key] else 0.0
+            for key, column in columns.items()
+        }
         if not all(math.isfinite(r) for r in ratios.values()):
             self._diverge("parameters overflowed to inf/NaN in the update", cost)
             return
@@ -1245,6 +1246,20 @@ class Trainer:
         if every and self._step % every == 0:
             self._write_checkpoint("periodic", "")
 
+    def _grad_norm(self, grads) -> float:
+        """‖g‖ over every gradient; one pass when they lie back to back in one array.
+
+        The fast path hands back the same grads dict every step, so its span is
+        looked up once per dict (a new batch size brings a new one).
+        """
+        if grads is not self._grads_seen:
+            self._grads_seen = grads
+            self._grads_span = flat_span(list(grads.values()))
+        span = self._grads_span
+        if span is not None:
+            return math.sqrt(float(np.vdot(span, span)))
+        return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+
     def _autopilot_step(self):
         """Apply the assistant's first suggestion itself, logged as an event (opt-in)."""
         for suggestion in assistant.suggest(self.snapshot()):
@@ -1270,7 +1285,7 @@ class Trainer:
         """The course's bias-corrected EWMA of J: v = βv + (1−β)J; J̄ = v/(1−βᵗ)."""
         branch = self._branches[self._branch]
         rows = len(branch.steps)
-        previous = float(branch.steps.view(rows - 1)["cost_smoothed"][0]) if rows else 0.0
+        previous = float(branch.steps.last("cost_smoothed")) if rows else 0.0
         weight_before = 1.0 - COST_SMOOTHING**rows
         v = COST_SMOOTHING * previous * weight_before + (1.0 - COST_SMOOTHING) * cost
         return v / (1.0 - COST_SMOOTHING ** (rows + 1))

@@ -260,3 +260,44 @@ def test_the_span_is_rebuilt_when_the_arrays_change():
     with pytest.raises(ValueError, match="shape"):  # checked as ever, nothing changes
         opt.step(net.params, {k: np.zeros(3) for k in net.params})
     assert opt.t == 4
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("layout", ["span", "separate"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_update_norms_are_the_norms_of_the_change_in_each_param(name, layout, chunked,
+                                                                monkeypatch):
+    """``step(..., update_norms=...)`` returns ‖W_after − W_before‖ per named param,
+    read from the optimizer's work array, whatever the layout (span, chunks straddling
+    params, or one update per param)."""
+    if chunked:
+        monkeypatch.setattr(optim, "CHUNK_ABOVE", 50)
+        monkeypatch.setattr(optim, "CHUNK", 37)
+    net = make_net("float64")
+    params = net.params if layout == "span" else separate_copies(net.params)
+    opt = make_optimizer(name, 0.01)
+    wanted = ["fc1.W", "fc2.W", "fc3.W"]
+    for step in range(3):
+        _, grads, _ = net.loss_and_grads(*batch(16, "float64", seed=step), reuse_buffers=True)
+        if layout == "separate":
+            grads = separate_copies(grads)
+        before = separate_copies(params)
+        norms = opt.step(params, grads, update_norms=wanted)
+        assert list(norms) == wanted
+        for key in wanted:
+            expected = np.linalg.norm(params[key] - before[key])
+            assert norms[key] == pytest.approx(expected, rel=1e-9), (step, key)
+    assert (opt._span is not None) == (layout == "span")
+    assert opt.step(params, grads) == {}
+
+
+def test_update_norms_of_an_unknown_param_raise_before_anything_changes():
+    net = make_net()
+    opt = make_optimizer("adam", 0.01)
+    before = separate_copies(net.params)
+    _, grads, _ = net.loss_and_grads(*batch(16, "float64", seed=0))
+    with pytest.raises(ValueError, match="fc9.W"):
+        opt.step(net.params, grads, update_norms=["fc9.W"])
+    assert opt.t == 0
+    for key in net.params:
+        assert np.array_equal(net.params[key], before[key])

@@ -60,6 +60,19 @@ def test_new_run_is_idle_at_step_zero_with_an_initial_checkpoint(make_trainer):
     assert snap.hparams["lr"] == 1e-3 and snap.hparams["optimizer"] == "adam"
 
 
+def test_update_ratio_is_the_weight_change_over_the_weight_norm(make_trainer):
+    """update_ratio/<layer> = ‖W_after − W_before‖ / ‖W_before‖ of the step it records."""
+    trainer = make_trainer(dtype="float64")
+    run_steps(trainer, 3)
+    before, _ = trainer.export_state()
+    snap = run_steps(trainer, 1)
+    after, _ = trainer.export_state()
+    for layer in snap.layers:
+        W0, W1 = before[f"params/{layer}.W"], after[f"params/{layer}.W"]
+        expected = np.linalg.norm(W1 - W0) / np.linalg.norm(W0)
+        assert snap.history[f"update_ratio/{layer}"][-1] == pytest.approx(expected, rel=1e-5)
+
+
 def test_step_n_runs_exactly_n_steps_then_pauses(make_trainer):
     trainer = make_trainer()
     snap = run_steps(trainer, 25)
