@@ -90,8 +90,9 @@ def test_applying_alpha_changes_the_run_and_marks_every_chart(panda):
         changes = next(t for t in markers if t["name"] == "hyperparameter change")
         assert panda.values(changes["x"]) == [change["step"]]
         assert "α 0.001 → 0.01" in changes["hovertext"][0]
-        shapes = panda.charts(at)[key]["layout"]["shapes"]
-        assert any(s["x0"] == change["step"] and s["yref"] == "paper" for s in shapes)
+        lines = next(t for t in markers if t["meta"] == {"event_lines": "change"})
+        assert panda.values(lines["x"]) == [change["step"], change["step"], None]
+        assert panda.values(lines["y"]) == [0, 1, None]  # the full height of the plot
 
 
 def test_apply_sends_only_changed_keys_and_optimizer_fields_follow_the_choice(panda):

@@ -17,7 +17,9 @@ from plotly.colors import qualitative
 from dlcore.downsample import downsample
 from pages.shared.ui import describe_changes
 
-MAX_POINTS = 2000
+#: Points per curve: min-max buckets of about one pixel each on a half-width chart.
+#: More would not show, and every point is redrawn in the browser once a second.
+MAX_POINTS = 1000
 #: At most this many event lines per chart (the newest); more would hide the curves.
 MAX_EVENT_LINES = 200
 CLASS_COLORS = qualitative.D3 + qualitative.Pastel
@@ -59,34 +61,62 @@ def index_until(steps: Sequence, last_step: int) -> int:
     return bisect_right(steps, last_step)
 
 
+def base_layout(title: str, y_title: str, x_title: str = "step", height: int = 300,
+                log_y: bool = False) -> dict:
+    """The layout every chart starts from, as a plain dict."""
+    return {
+        "title": {"text": title, "x": 0, "font": {"size": 15}},
+        "height": height,
+        "margin": {"l": 10, "r": 10, "t": 48, "b": 10},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right",
+                   "x": 1, "font": {"size": 11}},
+        "xaxis": {"title": {"text": x_title}},
+        "yaxis": {"title": {"text": y_title}, "type": "log" if log_y else "linear"},
+        "uirevision": title,  # keep zoom while the chart refreshes
+    }
+
+
 def new_figure(title: str, y_title: str, x_title: str = "step", height: int = 300,
                log_y: bool = False) -> go.Figure:
-    fig = go.Figure()
-    fig.update_layout(
-        title={"text": title, "x": 0, "font": {"size": 15}},
-        height=height,
-        margin={"l": 10, "r": 10, "t": 48, "b": 10},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1,
-                "font": {"size": 11}},
-        xaxis_title=x_title,
-        yaxis_title=y_title,
-        yaxis_type="log" if log_y else "linear",
-        uirevision=title,  # keep zoom while the chart refreshes
-    )
-    return fig
+    """An empty figure with :func:`base_layout`, for charts built trace by trace."""
+    return go.Figure(layout=base_layout(title, y_title, x_title, height, log_y))
 
 
-def add_line(fig: go.Figure, x, y, name: str, **style) -> None:
+def figure(traces: list[dict], layout: dict) -> go.Figure:
+    """One ``go.Figure`` from plain dicts.
+
+    The live charts are rebuilt every second while training runs, in the server
+    process the training thread shares the GIL with. plotly validates every property
+    each time a figure is changed, so a figure built by a dozen ``add_trace`` /
+    ``update_layout`` calls cost ~20 ms; built in one constructor call it is a few.
+    """
+    return go.Figure(data=traces, layout=layout)
+
+
+def line_trace(x, y, name: str, **style) -> dict:
     """A downsampled line trace (≤ MAX_POINTS points, spikes kept)."""
     x, y = downsample(x, y, MAX_POINTS)
     # SVG, not WebGL: a live chart is redrawn every second, and browsers cap WebGL contexts.
-    fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines", **style))
+    return {"type": "scatter", "x": x, "y": y, "name": name, "mode": "lines", **style}
+
+
+def add_line(fig: go.Figure, x, y, name: str, **style) -> None:
+    fig.add_trace(line_trace(x, y, name, **style))
+
+
+def empty_note(layout: dict, text: str) -> None:
+    """Centre ``text`` on an empty chart whose x-axis shows the first steps to come."""
+    layout["xaxis"]["range"] = [-5, 100]  # not plotly's default −1 … 1
+    layout.setdefault("annotations", []).append(
+        {"text": text, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.5,
+         "y": 0.5, "font": {"size": 13, "color": "gray"}})
 
 
 def add_empty_note(fig: go.Figure, text: str) -> None:
-    fig.update_xaxes(range=[-5, 100])  # steps to come, not plotly's default −1 … 1
-    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
-                       font={"size": 13, "color": "gray"})
+    layout = {"xaxis": {}}
+    empty_note(layout, text)
+    fig.update_xaxes(layout["xaxis"])
+    fig.add_annotation(layout["annotations"][0])
 
 
 # ---------------------------------------------------------------------------
@@ -117,36 +147,52 @@ def describe_event(event: Mapping) -> str:
     return f"step {step} · {kind}"
 
 
-def add_event_markers(fig: go.Figure, events: Sequence[Mapping], first_step=None) -> None:
+#: The hidden second y-axis (0 … 1 over the plot's height) that event markers use, so
+#: that they span the chart on linear and log axes alike.
+EVENT_AXIS = {"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True}
+
+
+def event_traces(events: Sequence[Mapping], first_step=None) -> list[dict]:
     """Vertical lines for change/checkpoint/rollback (and divergence/error) events.
 
-    The hover text sits on a symbol at the top of each line, drawn on a hidden second
-    y-axis (0..1), so it works on linear and log charts alike.
+    Per kind of event, two traces on :data:`EVENT_AXIS`: its lines, as one path broken
+    by gaps (``meta.event_lines``), and a hoverable symbol at the top of each line
+    (``meta.events``). One path per kind, not one shape per event: a run checkpointed
+    every 100 steps has hundreds of events, and hundreds of shapes made each refresh
+    slow to build on the server and to draw in the browser.
     """
     shown = [e for e in events if e["kind"] in EVENT_STYLES
              and (first_step is None or e["step"] >= first_step)][-MAX_EVENT_LINES:]
-    if not shown:
-        return
-    fig.update_layout(yaxis2={"overlaying": "y", "range": [0, 1], "visible": False,
-                              "fixedrange": True})
-    shapes = list(fig.layout.shapes)
+    traces = []
     for kind, style in EVENT_STYLES.items():
         group = [e for e in shown if e["kind"] == kind]
         if not group:
             continue
-        for event in group:
-            shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": event["step"],
-                           "x1": event["step"], "y0": 0, "y1": 1, "layer": "below",
-                           "line": {"color": style["color"], "width": style["width"],
-                                    "dash": style["dash"]}})
-        fig.add_trace(go.Scatter(
-            x=[e["step"] for e in group], y=[0.97] * len(group), yaxis="y2", mode="markers",
-            name=style["label"], legendgroup="events", showlegend=False, cliponaxis=False,
-            marker={"symbol": style["symbol"], "size": 10, "color": style["color"]},
-            hovertext=[describe_event(e) for e in group], hoverinfo="text",
-            meta={"events": kind},
-        ))
-    fig.update_layout(shapes=shapes)
+        steps = [e["step"] for e in group]
+        traces.append({
+            "type": "scatter", "x": [x for step in steps for x in (step, step, None)],
+            "y": [0, 1, None] * len(steps), "yaxis": "y2", "mode": "lines",
+            "name": f"{style['label']} lines", "showlegend": False, "hoverinfo": "skip",
+            "line": {"color": style["color"], "width": style["width"], "dash": style["dash"]},
+            "opacity": 0.7, "meta": {"event_lines": kind},
+        })
+        traces.append({
+            "type": "scatter", "x": steps, "y": [0.97] * len(steps), "yaxis": "y2",
+            "mode": "markers", "name": style["label"], "legendgroup": "events",
+            "showlegend": False, "cliponaxis": False,
+            "marker": {"symbol": style["symbol"], "size": 10, "color": style["color"]},
+            "hovertext": [describe_event(e) for e in group], "hoverinfo": "text",
+            "meta": {"events": kind},
+        })
+    return traces
+
+
+def with_events(traces: list[dict], layout: dict, events, first_step) -> go.Figure:
+    """The figure of ``traces`` and ``layout`` with the event markers added."""
+    markers = event_traces(events, first_step)
+    if markers:
+        layout["yaxis2"] = EVENT_AXIS
+    return figure(traces + markers, layout)
 
 
 EVENTS_CAPTION = ("Markers: ▼ purple dashed = hyperparameter change, ◆ blue dotted = checkpoint, "
@@ -165,82 +211,89 @@ def cost_figure(history: Mapping, events, window: int | None, log_y: bool,
 
     other_branches: (number, history, fork_step); each is drawn from its fork on.
     """
-    fig = new_figure("Cost J per step (mini-batch)", "J", log_y=log_y)
+    layout = base_layout("Cost J per step (mini-batch)", "J", log_y=log_y)
+    traces = []
     first = first_step_shown(history, window)
     for number, branch_history, fork_step in other_branches:
         b_steps = branch_history["step"]
         b_start = max(index_until(b_steps, fork_step), start_index(b_steps, first))
         if b_start < len(b_steps):
-            add_line(fig, b_steps[b_start:], branch_history["cost"][b_start:],
-                     f"branch {number}", opacity=0.35, legendgroup="branches",
-                     line={"width": 1, "color": BRANCH_COLORS[number % len(BRANCH_COLORS)]})
+            traces.append(line_trace(
+                b_steps[b_start:], branch_history["cost"][b_start:], f"branch {number}",
+                opacity=0.35, legendgroup="branches",
+                line={"width": 1, "color": BRANCH_COLORS[number % len(BRANCH_COLORS)]}))
     steps = history["step"]
     start = start_index(steps, first)
     x, y = steps[start:], history["cost"][start:]
     if not len(x):
-        add_empty_note(fig, "No steps yet: press Start or Step")
+        empty_note(layout, "No steps yet: press Start or Step")
     else:
-        add_line(fig, x, y, "J (raw)", line={"width": 1, "color": "rgba(31, 119, 180, 0.35)"})
-        add_line(fig, x, history["cost_smoothed"][start:], "J (smoothed, β = 0.98)",
-                 line={"width": 2.5, "color": "#1f77b4"})
-    add_event_markers(fig, events, first)
-    return fig
+        traces.append(line_trace(x, y, "J (raw)",
+                                 line={"width": 1, "color": "rgba(31, 119, 180, 0.35)"}))
+        traces.append(line_trace(x, history["cost_smoothed"][start:], "J (smoothed, β = 0.98)",
+                                 line={"width": 2.5, "color": "#1f77b4"}))
+    return with_events(traces, layout, events, first)
 
 
 def accuracy_figure(history: Mapping, events, window: int | None) -> go.Figure:
-    fig = new_figure("Accuracy per evaluation (inference mode)", "accuracy")
+    layout = base_layout("Accuracy per evaluation (inference mode)", "accuracy")
+    layout["yaxis"].update(tickformat=".0%", range=[0, 1.02])
     first = first_step_shown(history, window)
     eval_steps = history["eval_step"]
     start = start_index(eval_steps, first)
     x = eval_steps[start:]
+    traces = []
     for name, label, color in (("train_accuracy", "train", "#2ca02c"),
                                ("dev_accuracy", "dev", "#d62728")):
         xs, ys = downsample(x, history[name][start:], MAX_POINTS)
-        fig.add_trace(go.Scatter(x=xs, y=ys, name=label, line={"color": color, "width": 2},
-                                 mode="lines+markers" if len(xs) < 60 else "lines",
-                                 marker={"size": 5}))
-    fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
-    add_event_markers(fig, events, first)
-    return fig
+        traces.append({"type": "scatter", "x": xs, "y": ys, "name": label,
+                       "line": {"color": color, "width": 2},
+                       "mode": "lines+markers" if len(xs) < 60 else "lines",
+                       "marker": {"size": 5}})
+    return with_events(traces, layout, events, first)
 
 
 def alpha_figure(history: Mapping, events, window: int | None) -> go.Figure:
-    fig = new_figure("Learning rate α per step", "α", log_y=True)
+    layout = base_layout("Learning rate α per step", "α", log_y=True)
     first = first_step_shown(history, window)
     steps = history["step"]
     start = start_index(steps, first)
+    traces = []
     if len(steps):
-        add_line(fig, steps[start:], history["lr"][start:], "α",
-                 line={"color": "#ff7f0e", "width": 2})
+        traces.append(line_trace(steps[start:], history["lr"][start:], "α",
+                                 line={"color": "#ff7f0e", "width": 2}))
     else:
-        add_empty_note(fig, "No steps yet")
-    add_event_markers(fig, events, first)
-    return fig
+        empty_note(layout, "No steps yet")
+    return with_events(traces, layout, events, first)
 
 
 def update_ratio_figure(history: Mapping, layers: Sequence[str], events,
                         window: int | None) -> go.Figure:
     """‖ΔW‖/‖W‖ per dense layer; around 1e-3 is the usual healthy value."""
-    fig = new_figure("Update-to-weight ratio ‖ΔW‖ / ‖W‖ per layer", "ratio", log_y=True)
+    layout = base_layout("Update-to-weight ratio ‖ΔW‖ / ‖W‖ per layer", "ratio", log_y=True)
     first = first_step_shown(history, window)
     steps = history["step"]
     start = start_index(steps, first)
+    traces = []
     if not len(steps):
-        add_empty_note(fig, "No steps yet")
-        add_event_markers(fig, events, first)
-        return fig
+        empty_note(layout, "No steps yet")
+        return with_events(traces, layout, events, first)
     for i, layer in enumerate(layers):
         column = history.get(f"update_ratio/{layer}")
         if column is not None:
-            add_line(fig, steps[start:], column[start:], layer,
-                     line={"width": 1.5, "color": BRANCH_COLORS[i % len(BRANCH_COLORS)]})
-    fig.add_hline(y=1e-3, line={"dash": "dash", "color": "gray", "width": 1})
+            traces.append(line_trace(
+                steps[start:], column[start:], layer,
+                line={"width": 1.5, "color": BRANCH_COLORS[i % len(BRANCH_COLORS)]}))
+    layout["shapes"] = [{"type": "line", "xref": "x domain", "x0": 0, "x1": 1, "yref": "y",
+                         "y0": 1e-3, "y1": 1e-3,
+                         "line": {"dash": "dash", "color": "gray", "width": 1}}]
     # On a log axis an annotation's y is log10 of the value (a plotly.js convention).
-    fig.add_annotation(x=0, xref="paper", y=-3, yref="y", text="1e-3 (rule of thumb)",
-                       showarrow=False, xanchor="left", yanchor="bottom",
-                       bgcolor="rgba(255, 255, 255, 0.8)", font={"size": 10, "color": "gray"})
-    add_event_markers(fig, events, first)
-    return fig
+    layout["annotations"] = [{"x": 0, "xref": "paper", "y": -3, "yref": "y",
+                              "text": "1e-3 (rule of thumb)", "showarrow": False,
+                              "xanchor": "left", "yanchor": "bottom",
+                              "bgcolor": "rgba(255, 255, 255, 0.8)",
+                              "font": {"size": 10, "color": "gray"}}]
+    return with_events(traces, layout, events, first)
 
 
 def decision_region_figure(grid: Mapping, class_names: Sequence[str],
