@@ -63,6 +63,9 @@ PREVIEW_EPOCHS = 40
 MOMENT_POLICIES = {"fresh": "fresh (t = 0)", "carry": "carry what transfers"}
 #: Autopilot events listed on the page (the newest).
 AUTOPILOT_LOG_LENGTH = 8
+#: The assistant's suggestions follow evaluations, not steps: refreshed less often than
+#: the charts, so that watching costs the training thread less (bench/RESULTS.md).
+ASSISTANT_REFRESH_SECONDS = 5.0
 
 
 def main() -> None:
@@ -517,7 +520,8 @@ def assistant_panel(trainer: Trainer, snapshot: Snapshot) -> None:
                       help="Let the assistant apply its first suggestion itself at each "
                            "evaluation. Each one is logged as an event, after a pre-change "
                            "checkpoint you can roll back to.")
-        ui.live_view(lambda s: assistant_view(trainer, s), trainer, snapshot.status)
+        ui.live_view(lambda s: assistant_view(trainer, s), trainer, snapshot.status,
+                     while_running=ASSISTANT_REFRESH_SECONDS)
 
 
 def _sync_autopilot(snapshot: Snapshot) -> None:

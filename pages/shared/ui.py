@@ -198,19 +198,20 @@ def _rollback_after_divergence(trainer: Trainer, checkpoint_id: str, alpha_key: 
                          f"α = {alpha:.3g}. Press Start to train.")
 
 
-def live_run_every(status: str) -> float | None:
-    """A live view refreshes only while training runs."""
-    return LIVE_REFRESH_SECONDS if status == "running" else None
-
-
 def live_view(render: Callable[[Snapshot], None], trainer: Trainer, status: str,
-              run_every: float | None = None) -> None:
+              run_every: float | None = None,
+              while_running: float = LIVE_REFRESH_SECONDS) -> None:
     """Render ``render(snapshot)`` in a fragment that reruns on its own while training runs.
 
-    When the status changes under a live view (a Step ×100 finishes, the run diverges),
-    the whole page reruns so controls, alerts and the refresh rate follow.
+    It reruns every ``while_running`` seconds while the run trains, or every
+    ``run_every`` seconds whatever the status if that is given. When the status changes
+    under a live view (a Step ×100 finishes, the run diverges), the whole page reruns so
+    controls, alerts and the refresh rate follow.
     """
-    every = run_every if run_every is not None else live_run_every(status)
+    if run_every is not None:
+        every = run_every
+    else:
+        every = while_running if status == "running" else None
 
     @st.fragment(run_every=every)
     def view():
