@@ -81,28 +81,33 @@ def layer_view(snapshot: Snapshot, layer: str, units: list[int]) -> None:
 
 
 def accuracy_modes_figure(history: Mapping) -> go.Figure:
-    fig = charts.new_figure("Dev accuracy: inference mode vs training mode", "dev accuracy",
-                            height=320)
+    layout = charts.base_layout("Dev accuracy: inference mode vs training mode",
+                                "dev accuracy", height=320)
+    layout["yaxis"].update(tickformat=".0%", range=[0, 1.02])
     x = history["eval_step"]
+    traces = []
     for name, label, color, dash in (
             ("dev_accuracy", "inference mode (running μ, σ²)", "#d62728", "solid"),
             ("dev_accuracy_train_mode", "training mode (dev batch's own μ, σ²)", "#7f7f7f",
              "dot")):
         xs, ys = downsample(x, history[name], charts.MAX_POINTS)
-        fig.add_trace(go.Scatter(x=xs, y=ys, name=label, mode="lines+markers" if len(xs) < 60
-                                 else "lines", line={"color": color, "dash": dash, "width": 2}))
-    fig.update_yaxes(tickformat=".0%", range=[0, 1.02])
-    return fig
+        traces.append({"type": "scatter", "x": xs, "y": ys, "name": label,
+                       "mode": "lines+markers" if len(xs) < 60 else "lines",
+                       "line": {"color": color, "dash": dash, "width": 2}})
+    return charts.figure(traces, layout)
 
 
 def gamma_beta_figure(layer: str, stats: Mapping) -> go.Figure:
-    fig = charts.new_figure(f"{layer}: learned scale γ and shift β per unit", "value",
-                            x_title="unit", height=320)
+    layout = charts.base_layout(f"{layer}: learned scale γ and shift β per unit", "value",
+                                x_title="unit", height=320)
+    layout.update(barmode="group", bargap=0.15)
     units = list(range(len(stats["gamma"])))
-    fig.add_trace(go.Bar(x=units, y=stats["gamma"], name="γ (scale)", marker_color="#1f77b4"))
-    fig.add_trace(go.Bar(x=units, y=stats["beta"], name="β (shift)", marker_color="#ff7f0e"))
-    fig.update_layout(barmode="group", bargap=0.15)
-    return fig
+    return charts.figure([
+        {"type": "bar", "x": units, "y": stats["gamma"], "name": "γ (scale)",
+         "marker": {"color": "#1f77b4"}},
+        {"type": "bar", "x": units, "y": stats["beta"], "name": "β (shift)",
+         "marker": {"color": "#ff7f0e"}},
+    ], layout)
 
 
 def running_heatmap(history: Mapping, layer: str, stat: str, label: str,
@@ -110,21 +115,22 @@ def running_heatmap(history: Mapping, layer: str, stat: str, label: str,
     steps = history.get("eval_step", ())
     stride = max(1, -(-len(steps) // MAX_HEATMAP_COLUMNS))
     values = history[stat][::stride]  # (evaluations, units)
-    fig = charts.heatmap_figure(
+    return charts.heatmap_figure(
         values.T, steps[::stride], list(range(values.shape[1])),
         f"{layer}: {label} per unit over time", "step", "unit", colorscale=colorscale,
-        zmid=0 if stat == "running_mean" else None, colorbar_title=label, height=340)
-    fig.update_traces(hovertemplate="step %{x}<br>unit %{y}<br>" + label + " %{z:.4g}"
-                                    "<extra></extra>")
-    return fig
+        zmid=0 if stat == "running_mean" else None, colorbar_title=label, height=340,
+        hovertemplate="step %{x}<br>unit %{y}<br>" + label + " %{z:.4g}<extra></extra>")
 
 
 def unit_lines_figure(stats: Mapping, layer: str, units: list[int], kind: str,
                       symbol: str) -> go.Figure:
     """Running estimate vs mini-batch statistic per evaluation; the population value now."""
     history = stats["history"]
-    fig = charts.new_figure(f"{layer}: {symbol} of the selected units", symbol, height=340)
+    layout = charts.base_layout(f"{layer}: {symbol} of the selected units", symbol, height=340)
+    layout["legend"] = {"orientation": "v", "y": 1, "x": 1.02, "xanchor": "left",
+                        "yanchor": "top", "font": {"size": 11}}
     steps = history["eval_step"]
+    traces = []
     for i, unit in enumerate(units):
         color = UNIT_COLORS[i % len(UNIT_COLORS)]
         for stat, label, dash, mode in ((f"running_{kind}", "running", "solid", "lines"),
@@ -132,9 +138,9 @@ def unit_lines_figure(stats: Mapping, layer: str, units: list[int], kind: str,
             if stat not in history:
                 continue
             xs, ys = downsample(steps, history[stat][:, unit], charts.MAX_POINTS)
-            fig.add_trace(go.Scatter(x=xs, y=ys, name=f"unit {unit} {label}", mode=mode,
-                                     legendgroup=f"unit {unit}", marker={"size": 3},
-                                     line={"color": color, "dash": dash, "width": 1.5}))
+            traces.append({"type": "scatter", "x": xs, "y": ys, "name": f"unit {unit} {label}",
+                           "mode": mode, "legendgroup": f"unit {unit}", "marker": {"size": 3},
+                           "line": {"color": color, "dash": dash, "width": 1.5}})
         # The population statistic over time if the history has it, else its value now.
         population = history.get(f"population_{kind}")
         if population is not None:
@@ -142,32 +148,31 @@ def unit_lines_figure(stats: Mapping, layer: str, units: list[int], kind: str,
         else:
             value = float(stats[f"population_{kind}"][unit])
             xs, ys = [int(steps[0]), int(steps[-1])], [value, value]
-        fig.add_trace(go.Scatter(x=xs, y=ys, name=f"unit {unit} population", mode="lines",
-                                 legendgroup=f"unit {unit}",
-                                 line={"color": color, "dash": "dash", "width": 1.5}))
+        traces.append({"type": "scatter", "x": xs, "y": ys, "name": f"unit {unit} population",
+                       "mode": "lines", "legendgroup": f"unit {unit}",
+                       "line": {"color": color, "dash": "dash", "width": 1.5}})
     if not units:
-        charts.add_empty_note(fig, "Select units above")
-    fig.update_layout(legend={"orientation": "v", "y": 1, "x": 1.02, "xanchor": "left",
-                              "yanchor": "top"})
-    return fig
+        charts.empty_note(layout, "Select units above")
+    return charts.figure(traces, layout)
 
 
 def estimate_error_figure(stats: Mapping, layer: str, kind: str, symbol: str) -> go.Figure:
     """Population statistic vs the running estimate, per unit, and the estimate's error."""
-    fig = charts.new_figure(f"{layer}: population {symbol} vs running estimate (now)", symbol,
-                            x_title="unit", height=320)
+    layout = charts.base_layout(f"{layer}: population {symbol} vs running estimate (now)",
+                                symbol, x_title="unit", height=320)
+    layout.update(barmode="group", bargap=0.15)
     population = stats[f"population_{kind}"].tolist()
     running = stats[f"running_{kind}"].tolist()
     units = list(range(len(population)))
-    fig.add_trace(go.Bar(x=units, y=population, name=f"population {symbol}",
-                         marker_color="#2ca02c"))
-    fig.add_trace(go.Bar(x=units, y=running, name=f"running {symbol}", marker_color="#9467bd"))
-    fig.add_trace(go.Scatter(x=units, y=stats[f"{kind}_error"].tolist(),
-                             name="error (running − population)",
-                             mode="markers", marker={"color": "#d62728", "symbol": "x",
-                                                     "size": 7}))
-    fig.update_layout(barmode="group", bargap=0.15)
-    return fig
+    return charts.figure([
+        {"type": "bar", "x": units, "y": population, "name": f"population {symbol}",
+         "marker": {"color": "#2ca02c"}},
+        {"type": "bar", "x": units, "y": running, "name": f"running {symbol}",
+         "marker": {"color": "#9467bd"}},
+        {"type": "scatter", "x": units, "y": stats[f"{kind}_error"].tolist(),
+         "name": "error (running − population)", "mode": "markers",
+         "marker": {"color": "#d62728", "symbol": "x", "size": 7}},
+    ], layout)
 
 
 if __name__ == "__main__":

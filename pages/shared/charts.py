@@ -112,13 +112,6 @@ def empty_note(layout: dict, text: str) -> None:
          "y": 0.5, "font": {"size": 13, "color": "gray"}})
 
 
-def add_empty_note(fig: go.Figure, text: str) -> None:
-    layout = {"xaxis": {}}
-    empty_note(layout, text)
-    fig.update_xaxes(layout["xaxis"])
-    fig.add_annotation(layout["annotations"][0])
-
-
 # ---------------------------------------------------------------------------
 # Event markers
 # ---------------------------------------------------------------------------
@@ -322,8 +315,10 @@ def decision_region_figure(grid: Mapping, class_names: Sequence[str],
 
 
 def heatmap_figure(z, x, y, title: str, x_title: str, y_title: str, colorscale="Viridis",
-                   height: int = 320, zmid=None, colorbar_title: str = "") -> go.Figure:
-    fig = new_figure(title, y_title, x_title=x_title, height=height)
-    fig.add_trace(go.Heatmap(z=z, x=x, y=y, colorscale=colorscale, zmid=zmid,
-                             colorbar={"title": {"text": colorbar_title}, "thickness": 12}))
-    return fig
+                   height: int = 320, zmid=None, colorbar_title: str = "",
+                   hovertemplate: str | None = None) -> go.Figure:
+    trace = {"type": "heatmap", "z": z, "x": x, "y": y, "colorscale": colorscale, "zmid": zmid,
+             "colorbar": {"title": {"text": colorbar_title}, "thickness": 12}}
+    if hovertemplate is not None:
+        trace["hovertemplate"] = hovertemplate
+    return figure([trace], base_layout(title, y_title, x_title=x_title, height=height))
