@@ -18,7 +18,10 @@ On disk, a run is a folder ``<checkpoint_dir>/<run_id>/``::
     journal/000006.npz       history rows and events since the previous journal
 
 Each journal chunk is written just before a checkpoint, so the curves of every
-branch come back after a restart up to its newest checkpoint.
+branch come back after a restart up to its newest checkpoint. Periodic checkpoints
+write their two files in a short-lived thread while training goes on (at most one
+write at a time); the worker lists such a checkpoint once it is on disk, and every
+command, pause and later checkpoint waits for it first.
 
 Branches: a run starts on branch 0. ``rollback(id)`` restores that checkpoint's
 complete state and continues on a new branch; its history starts as a copy of
@@ -376,6 +379,53 @@ class _Branch:
     flushed_bn_step: int = -1  # BN rows are thinned, so flushing goes by eval_step
     flushed_events: int = 0
 
+    def flush_marks(self) -> tuple:
+        """Where the rows and events not yet in a journal file begin."""
+        return (self.flushed_steps, self.flushed_evals, self.flushed_bn_step, self.flushed_events)
+
+    def rewind_flush_marks(self, marks: tuple) -> None:
+        """Back to ``marks``: what a chunk that was not written held goes into the next one."""
+        self.flushed_steps, self.flushed_evals, self.flushed_bn_step, self.flushed_events = marks
+
+
+@dataclass
+class _CheckpointWrite:
+    """One checkpoint's files on their way to disk: its journal chunk, then itself.
+
+    Prepared in the worker thread from copies, so :meth:`run` only does file I/O and may
+    run in another thread. The worker settles it afterwards (``Trainer._settle``) with
+    what it kept here: the branch, its flush marks before the chunk, the checkpoint event.
+    """
+
+    path: Path
+    arrays: dict
+    meta: dict  # its "info" is what the run lists once the files are on disk
+    journal: tuple  # (path, arrays, meta) of the chunk
+    branch: _Branch
+    flush_marks: tuple  # the branch's, before the chunk
+    event: Mapping | None  # the "checkpoint" event recorded for it (none before a change)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+    @property
+    def info(self) -> dict:
+        return self.meta["info"]
+
+    def run(self) -> None:
+        journal_path, journal_arrays, journal_meta = self.journal
+        try:
+            ckptio.write_atomic(journal_path, journal_arrays, journal_meta)
+            ckptio.write_atomic(self.path, self.arrays, self.meta)
+        except BaseException as error:
+            # A failed write (disk full, I/O error) takes its journal chunk back too: the
+            # chunk announces a checkpoint that doesn't exist, and its rows and events go
+            # into the next chunk instead (else the next event would be skipped).
+            with contextlib.suppress(OSError):
+                journal_path.unlink(missing_ok=True)
+            self.error = error
+        finally:
+            self.done.set()
+
 
 class Trainer:
     """One training run, steered live. See the module docstring.
@@ -383,8 +433,10 @@ class Trainer:
     When a write fails (disk full, I/O error), every earlier checkpoint stays as it was,
     no temporary file is left, and (docs/RELIABILITY.md):
 
-    - a periodic checkpoint: training stops, status "error" with the message; the step
-      stands in the history, and start() resumes (the next checkpoint retries);
+    - a periodic checkpoint: training stops, status "error" with the message; it is
+      written in the background, so the steps trained meanwhile (at most until the next
+      periodic checkpoint) stand in the history, and start() resumes (the next checkpoint
+      holds them all);
     - ``checkpoint()``: the OSError is raised to the caller; the run carries on;
     - ``update()``: its pre-change checkpoint failing means no part of the change applies
       (run settings included); status "error" with the message;
@@ -515,6 +567,7 @@ class Trainer:
         self._checkpoints: list[dict] = []
         self._damaged: list[dict] = []
         self._last_good_checkpoint: str | None = None
+        self._pending_write: _CheckpointWrite | None = None  # a periodic one, in the background
         self._seq = 0
         self._branch = 0
         self._branches: dict[int, _Branch] = {0: self._empty_branch()}
@@ -888,6 +941,9 @@ class Trainer:
     def _worker(self) -> None:
         """Drain commands, train a step if running, repeat."""
         while True:
+            # Running, it only looks whether a background checkpoint write has finished;
+            # otherwise it settles that write before it waits for commands.
+            self._settle_write_or_fail(wait=self._status != "running")
             training = self._status == "running"
             try:
                 # Waits at most 1 s at a time: a tiny speed limit (1e-300 steps/s) asks for a
@@ -911,6 +967,8 @@ class Trainer:
                 self._guarded_step()
 
     def _execute(self, name, payload, reply):
+        # Every command sees the checkpoints as they are on disk.
+        self._settle_write_or_fail(wait=True)
         try:
             result = getattr(self, f"_do_{name}")(payload)
         except Exception as error:  # reported to the caller, never kills the worker
@@ -1135,6 +1193,7 @@ class Trainer:
             self._damaged = [d for d in self._damaged if d["file"] != path.name]
 
     def _finish(self):
+        self._settle_write_or_fail(wait=True)
         with self._lock:
             branch = self._branches[self._branch]
             # Also unsaved: a change (or other event) made since the last checkpoint, e.g.
@@ -1182,6 +1241,8 @@ class Trainer:
         if self._steps_left is not None:
             self._steps_left -= 1
             if self._steps_left <= 0:
+                # Whoever sees "paused" also sees a checkpoint of this very step listed.
+                self._settle_write_or_fail(wait=True)
                 with self._lock:
                     self._steps_left = None
                     if self._status == "running":
@@ -1244,7 +1305,7 @@ class Trainer:
                 self._autopilot_step()
         every = self.config.checkpoint_every
         if every and self._step % every == 0:
-            self._write_checkpoint("periodic", "")
+            self._write_checkpoint("periodic", "", background=True)
 
     def _grad_norm(self, grads) -> float:
         """‖g‖ over every gradient; one pass when they lie back to back in one array.
@@ -1308,6 +1369,7 @@ class Trainer:
         return None
 
     def _diverge(self, cause, cost):
+        self._settle_write_or_fail(wait=True)  # it may be the last good checkpoint
         with self._lock:
             self._status = "diverged"
             self._steps_left = None
@@ -1409,16 +1471,19 @@ class Trainer:
             }
         )
 
-    def _record_event(self, kind, **details):
-        """Call with the lock held."""
-        event = {
-            "kind": kind,
-            "step": self._step,
-            "branch": self._branch,
-            "time": time.time(),
-            **_json_safe(details),
-        }
-        self._branches[self._branch].events.append(_freeze(event))
+    def _record_event(self, kind, **details) -> Mapping:
+        """Call with the lock held. Returns the event as recorded."""
+        event = _freeze(
+            {
+                "kind": kind,
+                "step": self._step,
+                "branch": self._branch,
+                "time": time.time(),
+                **_json_safe(details),
+            }
+        )
+        self._branches[self._branch].events.append(event)
+        return event
 
     # -- checkpoints -------------------------------------------------------
 
@@ -1444,8 +1509,33 @@ class Trainer:
                 numbers.append(int(digits))
         return max(numbers)
 
-    def _write_checkpoint(self, kind, note, parent=None) -> str:
-        """Journal, then the checkpoint itself, each atomically. Returns its id."""
+    def _write_checkpoint(self, kind, note, parent=None, background=False) -> str:
+        """Journal, then the checkpoint itself, each atomically. Returns its id.
+
+        ``background`` (periodic checkpoints): the files are written in a short-lived
+        thread while training goes on, and the checkpoint is listed once
+        :meth:`_settle_write` finds it on disk. Otherwise it is written and settled here,
+        raising what its write raised.
+        """
+        self._settle_write(wait=True)  # one write at a time, in seq order, its parent listed
+        write = self._prepare_checkpoint(kind, note, parent)
+        if not background:
+            write.run()
+            return self._settle(write)
+        self._pending_write = write
+        try:
+            threading.Thread(
+                target=write.run, name=f"panda-{self.run_id}-write", daemon=True
+            ).start()
+        except RuntimeError:  # no thread to be had: written here, settled as any other
+            write.run()
+        return write.info["id"]
+
+    def _prepare_checkpoint(self, kind, note, parent) -> _CheckpointWrite:
+        """Copies of everything a checkpoint's files hold; its rows count as journalled.
+
+        Raises ValueError, recording nothing, if the state holds NaN/inf.
+        """
         with self._lock:
             seq = self._seq
             self._seq += 1
@@ -1476,44 +1566,67 @@ class Trainer:
         }
         meta = {"format": CHECKPOINT_FORMAT, "info": info, **self._state_meta()}
         branch = self._branches[self._branch]
-        events = branch.events
-        flushed = (
-            branch.flushed_steps,
-            branch.flushed_evals,
-            branch.flushed_events,
-            branch.flushed_bn_step,
-        )
+        flush_marks = branch.flush_marks()
+        event = None
         if kind != "pre-change":  # the change event itself marks that boundary
             # Recorded first so the journal written with this checkpoint holds it.
             with self._lock:
-                self._record_event(
+                event = self._record_event(
                     "checkpoint", checkpoint=checkpoint_id, checkpoint_kind=kind, note=note
                 )
-        try:
-            self._write_journal(seq)
-            ckptio.write_atomic(self._run_dir / f"{checkpoint_id}.npz", arrays, meta)
-        except BaseException:
-            # A failed write (disk full, I/O error) takes its journal chunk back too: the
-            # chunk announces a checkpoint that doesn't exist, and its rows and events go
-            # into the next chunk instead (else the next event would be skipped).
-            with contextlib.suppress(OSError):
-                (self._run_dir / "journal" / f"{seq:06d}.npz").unlink(missing_ok=True)
-            with self._lock:
-                (
-                    branch.flushed_steps,
-                    branch.flushed_evals,
-                    branch.flushed_events,
-                    branch.flushed_bn_step,
-                ) = flushed
-                if kind != "pre-change":
-                    events.pop()
-            raise
+        path = self._run_dir / f"{checkpoint_id}.npz"
+        journal = self._take_journal(seq)
+        return _CheckpointWrite(path, arrays, meta, journal, branch, flush_marks, event)
+
+    def _settle(self, write: _CheckpointWrite) -> str:
+        """List a checkpoint whose files are on disk and return its id; if its write failed,
+        hand its rows and events back to the next journal chunk and raise the write's error.
+        """
         with self._lock:
-            self._checkpoints.append(_freeze(info))
-            self._last_good_checkpoint = checkpoint_id
-        return checkpoint_id
+            if write.error is None:
+                self._checkpoints.append(_freeze(write.info))
+                self._last_good_checkpoint = write.info["id"]
+                return write.info["id"]
+            branch = write.branch
+            branch.rewind_flush_marks(write.flush_marks)
+            if write.event is not None:  # by identity: later events may have been recorded
+                branch.events[:] = [e for e in branch.events if e is not write.event]
+        raise write.error
+
+    def _settle_write(self, wait: bool) -> None:
+        """Settle the checkpoint being written in the background, if there is one and it is
+        done (or, with ``wait``, once it is). Raises what its write raised (see _settle).
+        """
+        write = self._pending_write
+        if write is None or not (wait or write.done.is_set()):
+            return
+        write.done.wait()
+        self._pending_write = None
+        self._settle(write)
+
+    def _settle_write_or_fail(self, wait: bool) -> None:
+        """:meth:`_settle_write` for callers that carry on: a failed write stops training."""
+        try:
+            self._settle_write(wait)
+        except Exception as error:
+            self._fail(error)
 
     def _write_journal(self, seq):
+        """A journal chunk on its own, written here (see _save_branch_being_left)."""
+        branch = self._branches[self._branch]
+        flush_marks = branch.flush_marks()
+        path, arrays, meta = self._take_journal(seq)
+        try:
+            ckptio.write_atomic(path, arrays, meta)
+        except BaseException:
+            with self._lock:
+                branch.rewind_flush_marks(flush_marks)
+            raise
+
+    def _take_journal(self, seq) -> tuple[Path, dict, dict]:
+        """``(path, arrays, meta)`` of a chunk of the rows and events not yet in one; they
+        count as journalled from now on (rewind the flush marks if it is not written).
+        """
         branch = self._branches[self._branch]
         with self._lock:
             steps = {k: v.copy() for k, v in branch.steps.view(branch.flushed_steps).items()}
@@ -1523,9 +1636,18 @@ class Trainer:
                 first = branch.bn.count_until("eval_step", branch.flushed_bn_step)
                 bn = {k: v.copy() for k, v in branch.bn.view(first).items()}
             events = list(branch.events[branch.flushed_events :])
+            branch.flushed_steps += len(steps["step"])
+            branch.flushed_evals += len(evals["eval_step"])
+            branch.flushed_events += len(events)
+            if bn and len(bn["eval_step"]):
+                branch.flushed_bn_step = int(bn["eval_step"][-1])
         arrays = {f"steps/{k}": v for k, v in steps.items()}
         arrays.update({f"evals/{k}": v for k, v in evals.items()})
         arrays.update({f"bn/{k}": v for k, v in bn.items()})
+        # NaN marks "no batch statistics yet"; the journal may hold it, checkpoints never do.
+        arrays = {
+            k: np.nan_to_num(v, nan=0.0) if v.dtype.kind == "f" else v for k, v in arrays.items()
+        }
         meta = {
             "format": JOURNAL_FORMAT,
             "branch": self._branch,
@@ -1537,19 +1659,7 @@ class Trainer:
             },
             "events": _json_safe(events),
         }
-        # NaN marks "no batch statistics yet"; the journal may hold it, checkpoints never do.
-        ckptio.write_atomic(
-            self._run_dir / "journal" / f"{seq:06d}.npz",
-            {k: np.nan_to_num(v, nan=0.0) if v.dtype.kind == "f" else v for k, v in arrays.items()},
-            meta,
-        )
-        branch.flushed_steps, branch.flushed_evals = (
-            len(steps["step"]) + branch.flushed_steps,
-            len(evals["eval_step"]) + branch.flushed_evals,
-        )
-        branch.flushed_events += len(events)
-        if bn and len(bn["eval_step"]):
-            branch.flushed_bn_step = int(bn["eval_step"][-1])
+        return self._run_dir / "journal" / f"{seq:06d}.npz", arrays, meta
 
     def _state_arrays(self) -> dict:
         arrays = self._net.state_arrays()

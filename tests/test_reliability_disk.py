@@ -5,7 +5,8 @@ where the engine writes: the checkpoint or journal file (``ckptio.write_atomic``
 file that dies part-written (``np.savez``), the rename (``os.replace``) and ``os.fsync``.
 The documented behaviour (docs/RELIABILITY.md, Trainer docstring):
 
-- a periodic checkpoint that fails stops training: status "error", the message shown;
+- a periodic checkpoint that fails stops training: status "error", the message shown
+  (it is written in the background, so a few more steps may have been trained by then);
 - a manual ``checkpoint()`` raises the OSError to its caller; the run carries on;
 - ``update()``: its pre-change checkpoint failing means none of the change applies;
 - ``rollback()``: saving the branch being left fails -> OSError, nothing changed; the new
@@ -145,15 +146,19 @@ def test_a_failing_periodic_checkpoint_stops_the_run_with_the_error_and_loses_no
     files = Disk(trainer)
     run_steps(trainer, 12)
     files.check(trainer)
-    # 1) the next periodic checkpoint (step 15) fails: training stops, the error is shown
+    # 1) the next periodic checkpoint (step 15) fails: training stops, the error is shown.
+    #    It is written in the background, so the failure is seen a few steps later, at
+    #    the latest when the next periodic checkpoint (step 20) waits for it.
     disk.on = True
     trainer.start()
     snap = wait_for_status(trainer, "error")
     assert disk.failures >= 1
     assert "No space left" in snap.error or "Input/output" in snap.error
-    assert snap.step == 15
+    stopped_at = snap.step
+    assert 15 <= stopped_at <= 20
     time.sleep(0.1)
-    assert trainer.snapshot().step == 15, "training went on after a failed checkpoint"
+    assert trainer.snapshot().step == stopped_at, "training went on after a failed checkpoint"
+    assert trainer.snapshot().checkpoints[-1]["step"] == 10
     files.check(trainer)
     # 2) the disk comes back: resume, change α, and the next checkpoints hold everything
     disk.on = False
@@ -166,8 +171,8 @@ def test_a_failing_periodic_checkpoint_stops_the_run_with_the_error_and_loses_no
     assert [c["kind"] for c in before.checkpoints][-2:] == ["pre-change", "final"]
     with Trainer.open(tmp_path) as reopened:
         after = reopened.snapshot()
-        assert after.step == before.step == 22
-        np.testing.assert_array_equal(after.history["step"], np.arange(1, 23))
+        assert after.step == before.step == stopped_at + 7
+        np.testing.assert_array_equal(after.history["step"], np.arange(1, stopped_at + 8))
         np.testing.assert_array_equal(after.history["cost"], before.history["cost"])
         assert event_log(after) == event_log(before)
         assert after.hparams["lr"] == 0.002
