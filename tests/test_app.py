@@ -33,8 +33,11 @@ def test_fresh_folder_opens_a_default_run_at_step_zero(panda):
     assert snapshot.hparams["optimizer"] == "adam"
     assert [b.label for b in at.button][:4] == ["Start", "Step ×1", "Step ×10", "Step ×100"]
     charts = panda.charts(at)
-    assert {"chart_cost", "chart_accuracy", "chart_alpha", "chart_update_ratio"} <= set(charts)
+    live = ("chart_cost", "chart_accuracy", "chart_alpha", "chart_update_ratio")
+    assert set(live) <= set(charts)
     assert "chart_decision_regions" not in charts  # digits has 64 features
+    for key in live:  # redrawn while training: margins fixed, no re-measuring per redraw
+        assert charts[key]["layout"]["margin"]["autoexpand"] is False
 
 
 def test_second_start_reopens_the_newest_run(panda):
