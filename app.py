@@ -66,6 +66,10 @@ AUTOPILOT_LOG_LENGTH = 8
 #: The assistant's suggestions follow evaluations, not steps: refreshed less often than
 #: the charts, so that watching costs the training thread less (bench/RESULTS.md).
 ASSISTANT_REFRESH_SECONDS = 5.0
+#: The learning curves redraw every 2 s while training, the tiles above them every second:
+#: the browser redrawing four plotly charts takes about 0.4 of a core at once a second,
+#: taken from the training thread on a two-core machine (bench/RESULTS.md).
+CHART_REFRESH_SECONDS = 2.0
 
 
 def main() -> None:
@@ -77,7 +81,9 @@ def main() -> None:
     ui.messages(trainer, snapshot)
     assistant_panel(trainer, snapshot)
     window, log_y = chart_options()
-    ui.live_view(lambda s: live_dashboard(s, window, log_y), trainer, snapshot.status)
+    ui.live_view(tiles, trainer, snapshot.status)
+    ui.live_view(lambda s: live_charts(s, window, log_y), trainer, snapshot.status,
+                 while_running=CHART_REFRESH_SECONDS)
     new_run_panel()
 
 
@@ -657,8 +663,7 @@ def tiles(snapshot: Snapshot) -> None:
     columns[5].metric("Steps / s", f"{snapshot.steps_per_second:.0f}", border=True)
 
 
-def live_dashboard(snapshot: Snapshot, window: int | None, log_y: bool) -> None:
-    tiles(snapshot)
+def live_charts(snapshot: Snapshot, window: int | None, log_y: bool) -> None:
     history, events = snapshot.history, snapshot.events
     others = [(number, branch["history"], branch["fork_step"])
               for number, branch in snapshot.branches.items() if number != snapshot.branch][-8:]
