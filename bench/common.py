@@ -45,6 +45,15 @@ def median_range(values, digits: int = 0) -> str:
     return f"{median:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
+def pair_ratio(a_values, b_values) -> float:
+    """The median over repeats of A/B, each A against the B measured next to it.
+
+    Neighbouring runs share the machine's state of the moment (other load, clock), so
+    their ratio cancels drift that a ratio of the two medians would keep.
+    """
+    return statistics.median(a / b for a, b in zip(a_values, b_values, strict=True))
+
+
 def print_table(rows) -> None:
     """rows: (measure, median (min–max), reference, ratio text, target, met)."""
     print(

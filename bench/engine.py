@@ -2,7 +2,8 @@
 
     python bench/engine.py [--quick]
 
-Prints, measured side by side in one run (alternating, medians of repeats):
+Prints, measured side by side in one run (alternating; ratios are medians of the
+ratios of neighbouring runs):
 
 1. steps/s of ``Trainer`` (history recorded, commands drained) vs a bare
    loop doing the same step on the MNIST-like net (784→256→128→10, batch
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine_report, median_range, print_table  # noqa: E402
+from bench.common import machine_report, median_range, pair_ratio, print_table  # noqa: E402
 from dlcore.trainer import RunConfig, Trainer, _append_bn  # noqa: E402
 
 MNIST_LIKE = RunConfig(
@@ -67,18 +68,23 @@ def bare_loop_seconds(trainer: Trainer, steps: int) -> float:
 def trainer_seconds(trainer: Trainer, steps: int) -> float:
     """Wall time of `steps` steps in the worker thread, from the command to the last step.
 
-    Polls gently (as a page would): a tight polling loop would itself steal the GIL from
-    the worker. The end time is the worker's own timestamp of its last step.
+    Polls gently, five times a second: a tight polling loop would itself steal the GIL
+    from the worker. The end time is the worker's own timestamp of its last step, so the
+    polling interval doesn't add to the time.
     """
     start = time.monotonic()
     trainer.step(steps)
     while trainer.snapshot().status == "running" or not trainer._commands.empty():
-        time.sleep(0.05)
+        time.sleep(0.2)
     return trainer._rate_times[-1] - start
 
 
 def steps_per_second_pairs(make_a, make_b, steps, repeats):
-    """Alternate A and B `repeats` times; returns two lists of steps/s."""
+    """Alternate A and B `repeats` times (AB, BA, AB, ...); returns two lists of steps/s.
+
+    Compare them with :func:`pair_ratio`: each A ran right next to its B, so their ratio
+    cancels the machine's drift, which between runs is as large as the effects measured.
+    """
     a_rates, b_rates = [], []
     for i in range(repeats):
         order = [(make_a, a_rates), (make_b, b_rates)]
@@ -123,7 +129,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     args = parser.parse_args()
-    steps, repeats = (100, 3) if args.quick else (300, 7)
+    # 1000 steps hold ten checkpoints (checkpoint_every=100): fewer put the ratio at the
+    # mercy of where the writes fall.
+    steps, repeats = (200, 3) if args.quick else (1000, 9)
     print(machine_report())
     print()
     with tempfile.TemporaryDirectory() as folder:
@@ -143,8 +151,8 @@ def main():
         saving.stop()
     snapshot_ms, memory = history_snapshot(10**6)
 
-    trainer_vs_bare = statistics.median(trainer_rates) / statistics.median(bare_rates)
-    saving_vs_plain = statistics.median(saving_rates) / statistics.median(plain_rates)
+    trainer_vs_bare = pair_ratio(trainer_rates, bare_rates)
+    saving_vs_plain = pair_ratio(saving_rates, plain_rates)
     print_table(
         [
             (
