@@ -64,8 +64,8 @@ def index_until(steps: Sequence, last_step: int) -> int:
 #: Margins of the live step charts, fixed. With plotly's automatic margins (the default)
 #: every redraw measures the legend and tick labels, grows the margins to fit and draws
 #: again: 39% of plotly's time in the browser's profile of the live page
-#: (``S.doAutoMargin``), redrawn four charts a second. Wide enough for the y tick labels
-#: ("0.0001", "100%") and three rows of legend above the plot.
+#: (``S.doAutoMargin``). Wide enough for the y tick labels ("0.0001", "100%") and three
+#: rows of legend above the plot.
 LIVE_MARGIN = {"l": 64, "r": 10, "t": 72, "b": 44, "autoexpand": False}
 
 
