@@ -54,6 +54,18 @@ def pair_ratio(a_values, b_values) -> float:
     return statistics.median(a / b for a, b in zip(a_values, b_values, strict=True))
 
 
+def pair_ratio_interval(a_values, b_values, resamples: int = 2000) -> tuple[float, float]:
+    """A 95% bootstrap interval of :func:`pair_ratio`: how far its median could move
+    on another run of as many pairs on the same machine.
+    """
+    import numpy as np
+
+    ratios = np.array([a / b for a, b in zip(a_values, b_values, strict=True)])
+    picks = np.random.default_rng(0).integers(0, len(ratios), (resamples, len(ratios)))
+    low, high = np.percentile(np.median(ratios[picks], axis=1), [2.5, 97.5])
+    return float(low), float(high)
+
+
 def print_table(rows) -> None:
     """rows: (measure, median (min–max), reference, ratio text, target, met)."""
     print(

@@ -2,8 +2,8 @@
 
     python bench/engine.py [--quick]
 
-Prints, measured side by side in one run (alternating; ratios are medians of the
-ratios of neighbouring runs):
+Prints, measured side by side in one run (alternating 100-step blocks; ratios are
+medians of the ratios of neighbouring blocks, with a bootstrap interval):
 
 1. steps/s of ``Trainer`` (history recorded, commands drained) vs a bare
    loop doing the same step on the MNIST-like net (784→256→128→10, batch
@@ -30,7 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine_report, median_range, pair_ratio, print_table  # noqa: E402
+from bench.common import (  # noqa: E402
+    machine_report,
+    median_range,
+    pair_ratio,
+    pair_ratio_interval,
+    print_table,
+)
 from dlcore.trainer import RunConfig, Trainer, _append_bn  # noqa: E402
 
 MNIST_LIKE = RunConfig(
@@ -65,32 +71,42 @@ def bare_loop_seconds(trainer: Trainer, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def trainer_seconds(trainer: Trainer, steps: int) -> float:
+def trainer_seconds(trainer: Trainer, steps: int, expected: float = 0.0) -> float:
     """Wall time of `steps` steps in the worker thread, from the command to the last step.
 
-    Polls gently, five times a second: a tight polling loop would itself steal the GIL
-    from the worker. The end time is the worker's own timestamp of its last step, so the
-    polling interval doesn't add to the time.
+    The end time is the worker's own timestamp of its last step, so how the caller waits
+    doesn't add to the time; but every time the caller wakes up it takes the GIL and a
+    core from the worker (polling every millisecond measured 0.73 of the bare loop's
+    speed, every 20 ms 0.95). So it sleeps through ``expected`` seconds (the block's
+    usual length) first, then looks every 5 ms at two attributes, without the lock.
     """
+    target = trainer._step + steps  # paused: nothing else moves it
     start = time.monotonic()
     trainer.step(steps)
-    while trainer.snapshot().status == "running" or not trainer._commands.empty():
-        time.sleep(0.2)
+    time.sleep(0.9 * expected)
+    # Past its last step, the worker settles any checkpoint write, then pauses.
+    while trainer._step < target or trainer._status == "running":
+        if trainer._status in ("diverged", "error"):
+            raise RuntimeError(f"the benchmark run stopped: {trainer.snapshot().error}")
+        time.sleep(0.005)
     return trainer._rate_times[-1] - start
 
 
-def steps_per_second_pairs(make_a, make_b, steps, repeats):
-    """Alternate A and B `repeats` times (AB, BA, AB, ...); returns two lists of steps/s.
+def alternating_rates(runs, steps: int, pairs: int) -> list[list[float]]:
+    """Steps/s of each of ``runs`` (functions of a step count and an expected duration),
+    ``pairs`` times each, in turn, the order reversed every other round (AB, BA, ...).
 
     Compare them with :func:`pair_ratio`: each A ran right next to its B, so their ratio
     cancels the machine's drift, which between runs is as large as the effects measured.
+    Short blocks, many of them, cancel it best.
     """
-    a_rates, b_rates = [], []
-    for i in range(repeats):
-        order = [(make_a, a_rates), (make_b, b_rates)]
-        for run, rates in order if i % 2 == 0 else order[::-1]:
-            rates.append(steps / run(steps))
-    return a_rates, b_rates
+    seconds = [[] for _ in runs]
+    for i in range(pairs):
+        order = list(range(len(runs)))
+        for k in order if i % 2 == 0 else order[::-1]:
+            expected = statistics.median(seconds[k]) if seconds[k] else 0.0
+            seconds[k].append(runs[k](steps, expected))
+    return [[steps / s for s in times] for times in seconds]
 
 
 def history_snapshot(steps: int):
@@ -129,24 +145,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     args = parser.parse_args()
-    # 1000 steps hold ten checkpoints (checkpoint_every=100): fewer put the ratio at the
-    # mercy of where the writes fall.
-    steps, repeats = (200, 3) if args.quick else (1000, 9)
+    # Blocks of one checkpoint interval, many of them (see alternating_rates). The saving
+    # run is 50 steps ahead, so each of its blocks holds one checkpoint in the middle,
+    # written and settled within the block.
+    steps, pairs = 100, (10 if args.quick else 40)
     print(machine_report())
     print()
     with tempfile.TemporaryDirectory() as folder:
         plain = Trainer(MNIST_LIKE, Path(folder) / "plain", run_id="plain")
         saving = Trainer(
-            RunConfig(**{**MNIST_LIKE.__dict__, "checkpoint_every": 100}),
+            RunConfig(**{**MNIST_LIKE.__dict__, "checkpoint_every": steps}),
             Path(folder) / "saving",
             run_id="saving",
         )
-        trainer_sec = lambda n: trainer_seconds(plain, n)  # noqa: E731
-        bare_sec = lambda n: bare_loop_seconds(plain, n)  # noqa: E731
-        saving_sec = lambda n: trainer_seconds(saving, n)  # noqa: E731
-        trainer_sec(20), bare_sec(20), saving_sec(20)  # warm up
-        trainer_rates, bare_rates = steps_per_second_pairs(trainer_sec, bare_sec, steps, repeats)
-        saving_rates, plain_rates = steps_per_second_pairs(saving_sec, trainer_sec, steps, repeats)
+        trainer_run = lambda n, expected: trainer_seconds(plain, n, expected)  # noqa: E731
+        bare_run = lambda n, _: bare_loop_seconds(plain, n)  # noqa: E731
+        saving_run = lambda n, expected: trainer_seconds(saving, n, expected)  # noqa: E731
+        trainer_run(50, 0), bare_run(50, 0), saving_run(50, 0)  # warm up
+        trainer_rates, bare_rates = alternating_rates([trainer_run, bare_run], steps, pairs)
+        saving_rates, plain_rates = alternating_rates([saving_run, trainer_run], steps, pairs)
         plain.stop()
         saving.stop()
     snapshot_ms, memory = history_snapshot(10**6)
@@ -189,6 +206,15 @@ def main():
             ),
         ]
     )
+
+    print()
+    print(f"{pairs} pairs of {steps}-step blocks; 95% bootstrap intervals of the ratios:")
+    for name, a, b in (
+        ("Trainer vs bare loop", trainer_rates, bare_rates),
+        ("checkpoint_every=100 vs none", saving_rates, plain_rates),
+    ):
+        low, high = pair_ratio_interval(a, b)
+        print(f"  {name:32} {low:.3f}–{high:.3f}")
 
 
 if __name__ == "__main__":
