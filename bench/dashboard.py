@@ -32,7 +32,13 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bench.common import machine_report, median_range, pair_ratio, print_table  # noqa: E402
+from bench.common import (  # noqa: E402
+    machine_report,
+    median_range,
+    pair_ratio,
+    pair_ratio_interval,
+    print_table,
+)
 from bench.engine import MNIST_LIKE as ENGINE_NET  # noqa: E402
 from dlcore import checkpoint as ckptio  # noqa: E402
 from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer  # noqa: E402
@@ -146,7 +152,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter phases, fewer repeats")
     args = parser.parse_args()
-    phase_seconds, phases, repeats = (6, 2, 5) if args.quick else (12, 3, 15)
+    # Many phases: a shared machine drifts by as much as the effect within a minute.
+    phase_seconds, phases, repeats = (6, 2, 5) if args.quick else (10, 6, 15)
     print(machine_report())
     print()
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,6 +190,12 @@ def main():
                 statistics.median(spec_bytes) <= 300e3,
             ),
         ]
+    )
+
+    low, high = pair_ratio_interval(with_page, without_page)
+    print(
+        f"\n{len(with_page)} pairs of {phase_seconds} s phases; 95% bootstrap interval of the "
+        f"ratio: {low:.3f}–{high:.3f}"
     )
 
 
