@@ -87,7 +87,9 @@ def trainer_seconds(trainer: Trainer, steps: int, expected: float = 0.0) -> floa
     # Past its last step, the worker settles any checkpoint write, then pauses.
     while trainer._step < target or trainer._status == "running":
         if trainer._status in ("diverged", "error"):
-            raise RuntimeError(f"the benchmark run stopped: {trainer.snapshot().error}")
+            snapshot = trainer.snapshot()
+            reason = snapshot.error or (snapshot.divergence or {}).get("cause")
+            raise RuntimeError(f"the benchmark run is {snapshot.status}: {reason}")
         time.sleep(0.005)
     return trainer._rate_times[-1] - start
 
