@@ -1,0 +1,65 @@
+"""Runs written by earlier versions of Panda still reopen and continue exactly.
+
+``tests/fixtures/run-fixture-v1`` was written by the engine as it was before the
+redesign (``panda-checkpoint-v1``, ``panda-journal-v1``): blobs, a staircase schedule,
+periodic checkpoints, an optimizer switch that carries its moments, a manual checkpoint
+and a rollback with a changed λ (two branches). ``run-fixture-v1-expected.json`` holds
+what that engine showed after reopening it, and the costs of the 10 steps it trained
+next, as exact float hex strings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from dlcore.trainer import Trainer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _open_copy(tmp_path):
+    shutil.copytree(FIXTURES / "run-fixture-v1", tmp_path / "run-fixture-v1")
+    return Trainer.open(tmp_path, "run-fixture-v1")
+
+
+def test_a_run_written_before_the_redesign_reopens_as_it_was(tmp_path):
+    expected = json.loads((FIXTURES / "run-fixture-v1-expected.json").read_text())["reopened"]
+    trainer = _open_copy(tmp_path)
+    try:
+        snap = trainer.snapshot()
+        assert snap.damaged == ()
+        assert (snap.step, snap.branch, snap.epoch) == (
+            expected["step"], expected["branch"], expected["epoch"])
+        assert snap.alpha == expected["alpha"]
+        assert [c["id"] for c in snap.checkpoints] == expected["checkpoints"]
+        branch_steps = {
+            str(n): [int(b["history"]["step"][0]), int(b["history"]["step"][-1]),
+                     len(b["history"]["step"])]
+            for n, b in snap.branches.items()
+        }
+        assert branch_steps == expected["branch_steps"]
+        assert [[e["kind"], e["step"], e["branch"]] for e in snap.events] == expected["events"]
+        for key, value in expected["hparams"].items():
+            assert snap.hparams[key] == value, key
+    finally:
+        trainer.stop()
+
+
+def test_a_run_written_before_the_redesign_continues_bit_for_bit(tmp_path):
+    expected = json.loads((FIXTURES / "run-fixture-v1-expected.json").read_text())
+    trainer = _open_copy(tmp_path)
+    try:
+        start = trainer.snapshot().step
+        trainer.step(10)
+        deadline = time.monotonic() + 30
+        while trainer.snapshot().step < start + 10 or trainer.snapshot().status == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        history = trainer.snapshot().history
+        assert [float(c).hex() for c in history["cost"][-10:]] == expected["continuation_costs"]
+        assert [float(a).hex() for a in history["lr"][-10:]] == expected["continuation_lr"]
+    finally:
+        trainer.stop()
