@@ -18,11 +18,12 @@ import pandas as pd
 import streamlit as st
 
 from dlcore.assistant import Suggestion, suggest
+from dlcore.hparams import OPTIMIZER_HPARAMS
+from dlcore.lookahead import switch_preview
 from dlcore.optim import OPTIMIZERS, optimizer_formula
 from dlcore.sampling import sample_beta, sample_log_uniform
-from dlcore.sandbox import switch_preview
 from dlcore.schedules import SCHEDULES, make_schedule, preview, schedule_formula
-from dlcore.trainer import OPTIMIZER_HPARAMS, RunConfig, Snapshot, Trainer, list_runs
+from dlcore.trainer import RunConfig, Snapshot, Trainer, list_runs
 from pages.shared import charts, ui
 from pages.shared.engine import holder
 

@@ -76,3 +76,38 @@ def print_table(rows) -> None:
             f"{name:44} {value:>24} {reference:>20} {ratio:>6} {target:>9}  "
             f"{'yes' if met else 'NO'}"
         )
+
+
+def fill_history(trainer, steps: int, eval_every: int = 50, random: bool = False) -> None:
+    """Give a paused Trainer's active branch ``steps`` rows of history, as if it had
+    trained them (zeros, or uniform random values), with the run's step and epoch set to
+    match, so that its checkpoints stay consistent. Reaches into the engine on purpose:
+    10⁶ real steps would take the benchmark an hour.
+    """
+    import numpy as np
+
+    run = trainer._run
+    branch = run.tree.current
+    rng = np.random.default_rng(0)
+
+    def column(n, dtype, shape=()):
+        return rng.random((n, *shape)).astype(dtype) if random else np.zeros((n, *shape), dtype)
+
+    rows = {name: column(steps, dtype) for name, (dtype, _) in branch.steps.schema.items()}
+    rows["step"] = np.arange(1, steps + 1)
+    n_evals = steps // eval_every
+    evals = {name: column(n_evals, dtype) for name, (dtype, _) in branch.evals.schema.items()}
+    evals["eval_step"] = np.arange(1, n_evals + 1) * eval_every
+    iterator = run.state.iterator
+    with run.lock:
+        branch.steps.extend(rows)
+        branch.evals.extend(evals)
+        if branch.bn is not None:
+            bn_row = {name: column(1, dtype, shape)[0]
+                      for name, (dtype, shape) in branch.bn.schema.items()}
+            for step in evals["eval_step"]:  # through the real path, which thins old rows
+                branch.record_bn({**bn_row, "eval_step": step})
+        run.state.step = steps
+        iterator.load_state_dict({**iterator.state_dict(),
+                                  "epoch": steps // iterator.batches_per_epoch})
+    run.publish_state()

@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    fill_history,
     machine_report,
     median_range,
     pair_ratio,
@@ -115,20 +115,7 @@ def refresh_cost_with_history(folder: Path, steps: int, repeats: int):
     from streamlit.testing.v1 import AppTest
 
     trainer = Trainer(RunConfig(hidden=(64, 32), eval_every=50), folder, run_id="long")
-    branch = trainer._branches[0]
-    rng = np.random.default_rng(0)
-    rows = {
-        name: rng.random(steps).astype(dtype) for name, (dtype, _) in branch.steps.schema.items()
-    }
-    rows["step"] = np.arange(1, steps + 1)
-    rows["epoch"] = (np.arange(steps) // 22).astype(np.int32)
-    n_evals = steps // 50
-    evals = {name: rng.random(n_evals) for name in branch.evals.schema}
-    evals["eval_step"] = np.arange(1, n_evals + 1) * 50
-    with trainer._lock:
-        branch.steps.extend(rows)
-        branch.evals.extend(evals)
-        trainer._step = steps
+    fill_history(trainer, steps, random=True)
     trainer.checkpoint("10^6 steps of history")  # the journal holds them for the app to open
     trainer.stop()
     os.environ["PANDA_CHECKPOINT_DIR"] = str(folder)

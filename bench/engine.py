@@ -28,16 +28,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    fill_history,
     machine_report,
     median_range,
     pair_ratio,
     pair_ratio_interval,
     print_table,
 )
-from dlcore.trainer import RunConfig, Trainer, _append_bn  # noqa: E402
+from dlcore.trainer import RunConfig, Trainer  # noqa: E402
 
 MNIST_LIKE = RunConfig(
     dataset="blobs",
@@ -53,13 +53,8 @@ MNIST_LIKE = RunConfig(
 
 def bare_loop_seconds(trainer: Trainer, steps: int) -> float:
     """The same step the Trainer takes, with nothing around it, on the trainer's own state."""
-    net, optimizer, iterator, data = (
-        trainer._net,
-        trainer._optimizer,
-        trainer._iterator,
-        trainer.data,
-    )
-    hp = trainer._hparams
+    state, data = trainer._run.state, trainer.data
+    net, optimizer, iterator, hp = state.network, state.optimizer, state.iterator, state.hparams
     start = time.perf_counter()
     for _ in range(steps):
         index = iterator.next_batch()
@@ -80,18 +75,19 @@ def trainer_seconds(trainer: Trainer, steps: int, expected: float = 0.0) -> floa
     speed, every 20 ms 0.95). So it sleeps through ``expected`` seconds (the block's
     usual length) first, then looks every 5 ms at two attributes, without the lock.
     """
-    target = trainer._step + steps  # paused: nothing else moves it
+    run = trainer._run
+    target = run.state.step + steps  # paused: nothing else moves it
     start = time.monotonic()
     trainer.step(steps)
     time.sleep(0.9 * expected)
-    # Past its last step, the worker settles any checkpoint write, then pauses.
-    while trainer._step < target or trainer._status == "running":
-        if trainer._status in ("diverged", "error"):
+    # Past its last step, the worker lists any checkpoint write, then pauses.
+    while run.state.step < target or run.status == "running":
+        if run.status in ("diverged", "error"):
             snapshot = trainer.snapshot()
             reason = snapshot.error or (snapshot.divergence or {}).get("cause")
             raise RuntimeError(f"the benchmark run is {snapshot.status}: {reason}")
         time.sleep(0.005)
-    return trainer._rate_times[-1] - start
+    return run.rate_times[-1] - start
 
 
 def alternating_rates(runs, steps: int, pairs: int) -> list[list[float]]:
@@ -115,19 +111,8 @@ def history_snapshot(steps: int):
     """A Trainer whose active branch holds `steps` rows of history; snapshot() timed."""
     folder = tempfile.mkdtemp()
     trainer = Trainer(RunConfig(hidden=(64, 32), eval_every=50), folder)
-    branch = trainer._branches[trainer._branch]
-    rows = {name: np.zeros(steps, dtype) for name, (dtype, _) in branch.steps.schema.items()}
-    rows["step"] = np.arange(1, steps + 1)
-    with trainer._lock:
-        branch.steps.extend(rows)
-        n_evals = steps // 50
-        branch.evals.extend(
-            {name: np.zeros(n_evals, dtype) for name, (dtype, _) in branch.evals.schema.items()}
-        )
-        bn_row = {name: np.zeros(shape, dtype) for name, (dtype, shape) in branch.bn.schema.items()}
-        for i in range(n_evals):  # through the real path, which thins old rows
-            _append_bn(branch, {**bn_row, "eval_step": 50 * (i + 1)})
-        trainer._step = steps
+    fill_history(trainer, steps)
+    branch = trainer._run.tree.current
     times = []
     for _ in range(50):
         start = time.perf_counter()

@@ -16,10 +16,14 @@ Checkpoint arrays are namespaced like the model's dicts: ``params/fc1.W``,
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import re
+import stat
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +38,24 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 
 class CheckpointError(ValueError):
     """A file that can't be used as a checkpoint; the message says why."""
+
+
+def json_safe(value):
+    """Numbers and containers as plain JSON types (numpy scalars become Python)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def whole(what: str, value) -> int:
+    """A counter read from metadata: an int in [0, 2^53), JSON's exact integers."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise CheckpointError(f"{what} is {value!r:.40}, not a whole number ≥ 0")
+    return value
 
 
 def is_temporary(path: Path) -> bool:
@@ -75,28 +97,32 @@ def _fsync_dir(folder: Path) -> None:
 def read(path: Path, expected_format: str, meta_only: bool = False) -> tuple[dict, dict]:
     """Load ``(arrays, meta)`` from a file written by :func:`write_atomic`.
 
-    Raises :class:`CheckpointError` for anything else: not a zip, truncated,
-    object arrays, missing or malformed metadata, a format other than
-    ``expected_format``, NaN/inf in a float array.
+    Raises :class:`CheckpointError` for anything else: not a regular file (a FIFO, a
+    folder, a symbolic link: never opened for reading), not a zip, truncated, a member
+    whose header claims more data than it holds, object arrays, missing or malformed
+    metadata, a format other than ``expected_format``, NaN/inf in a float array.
     """
     path = Path(path)
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
-            raise CheckpointError(f"{path.name}: a single array, not a Panda file (.npz archive)")
-        with loaded as npz:
-            if META_KEY not in npz.files:
-                raise CheckpointError(f"{path.name}: no {META_KEY} inside (not a Panda file)")
-            meta = _parse_meta(npz[META_KEY], path)
-            if meta.get("format") != expected_format:
+        with open_regular(path) as file:
+            loaded = np.load(file, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
                 raise CheckpointError(
-                    f"{path.name}: format {meta.get('format')!r}, expected {expected_format!r}"
-                )
-            arrays = {}
-            if not meta_only:
-                for key in npz.files:
-                    if key != META_KEY:
-                        arrays[key] = _check_array(npz[key], key, path)
+                    f"{path.name}: a single array, not a Panda file (.npz archive)")
+            with loaded as npz:
+                if META_KEY not in npz.files:
+                    raise CheckpointError(f"{path.name}: no {META_KEY} inside (not a Panda file)")
+                _check_member_sizes(npz.zip, path)
+                meta = _parse_meta(npz[META_KEY], path)
+                if meta.get("format") != expected_format:
+                    raise CheckpointError(
+                        f"{path.name}: format {meta.get('format')!r}, expected {expected_format!r}"
+                    )
+                arrays = {}
+                if not meta_only:
+                    for key in npz.files:
+                        if key != META_KEY:
+                            arrays[key] = _check_array(npz[key], key, path)
     except CheckpointError:
         raise
     except FileNotFoundError:
@@ -112,6 +138,44 @@ def read(path: Path, expected_format: str, meta_only: bool = False) -> tuple[dic
             reason = "contains an object array / pickled data, which is never loaded"
         raise CheckpointError(f"{path.name}: unreadable ({reason})") from None
     return arrays, meta
+
+
+def open_regular(path: Path):
+    """``path`` opened for binary reading if it is a regular file, never through a link.
+
+    O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+    Raises CheckpointError for a link, a FIFO, a folder or a device.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise CheckpointError(f"{Path(path).name}: a symbolic link, never followed") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise CheckpointError(f"{path.name}: not a regular file, never read")
+    return os.fdopen(fd, "rb")
+
+
+def _check_member_sizes(archive: zipfile.ZipFile, path: Path) -> None:
+    """Each .npy member's header must not claim more data than the member holds."""
+    for member in archive.infolist():
+        with archive.open(member) as file:
+            try:
+                major, _ = np.lib.format.read_magic(file)
+                read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(file)
+            except (ValueError, OSError, EOFError):
+                continue  # not .npy: refused as such when it is loaded
+        claimed = math.prod(shape) * dtype.itemsize
+        if claimed > member.file_size:
+            raise CheckpointError(
+                f"{path.name}: member {member.filename!r} claims {claimed} bytes "
+                f"of data but holds {member.file_size}"
+            )
 
 
 def _parse_meta(raw: np.ndarray, path: Path) -> dict:
@@ -134,15 +198,3 @@ def _check_array(value: np.ndarray, key: str, path: Path) -> np.ndarray:
     if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
         raise CheckpointError(f"{path.name}: array {key!r} holds NaN or inf")
     return value
-
-
-def clean_temporaries(folder: Path) -> list[Path]:
-    """Remove temp files a crash left behind; they are never checkpoints."""
-    removed = []
-    for path in Path(folder).rglob(f".*{TEMP_MARK}*"):
-        try:
-            path.unlink()
-            removed.append(path)
-        except OSError:
-            pass
-    return removed

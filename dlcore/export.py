@@ -16,7 +16,7 @@ import json
 import numpy as np
 
 from dlcore.assistant import lineage_checkpoints
-from dlcore.trainer import _json_safe
+from dlcore.checkpoint import json_safe
 
 
 def model_files(trainer, checkpoint_id: str) -> tuple[bytes, str]:
@@ -35,7 +35,7 @@ def model_files(trainer, checkpoint_id: str) -> tuple[bytes, str]:
         snap.branches[info["branch"]]["events"] if info["branch"] in snap.branches else ()
     )
     changes = [
-        {"step": e["step"], "changes": _json_safe(e["changes"])}
+        {"step": e["step"], "changes": json_safe(e["changes"])}
         for e in branch_events
         if e["kind"] == "change" and e["step"] <= info["step"]
     ]
@@ -54,7 +54,7 @@ def model_files(trainer, checkpoint_id: str) -> tuple[bytes, str]:
             "n_train": len(trainer.data.y_train),
             "n_dev": len(trainer.data.y_dev),
         },
-        "hyperparameters": _json_safe(info["hparams"]),
+        "hyperparameters": json_safe(info["hparams"]),
         "hyperparameter_history": changes,
         "metrics": {
             k: float(inspected[k])

@@ -102,3 +102,51 @@ class Columns:
     def count_until(self, column: str, value) -> int:
         """How many leading rows have ``column <= value`` (the column must be sorted)."""
         return int(np.searchsorted(self._data[column][: self._length], value, side="right"))
+
+
+# ---------------------------------------------------------------------------
+# The tables a run keeps
+# ---------------------------------------------------------------------------
+
+#: Per evaluation: inference-mode accuracy and cost on train and dev, and dev accuracy
+#: in training mode (BatchNorm with the dev set's own statistics).
+EVAL_COLUMNS = ("eval_step", "train_accuracy", "dev_accuracy", "train_cost", "dev_cost",
+                "dev_accuracy_train_mode")
+#: Per BatchNorm layer and unit at each evaluation (the population statistics are in the
+#: snapshot for the newest evaluation only).
+BN_STATISTICS = ("running_mean", "running_var", "batch_mean", "batch_var")
+
+
+class Schemas:
+    """The column layouts of one run's history, fixed by its network.
+
+    ``steps``: per step, compact where precision is not at stake (10⁶ steps stay well
+    under 100 MB); ``evals``: per evaluation; ``bn``: per evaluation, one row of
+    ``units`` values per BN layer and statistic, or None without BatchNorm.
+    """
+
+    def __init__(self, weight_keys, bn_units: dict[str, int]):
+        self.steps = {
+            "step": (np.int64, ()),
+            "epoch": (np.int32, ()),
+            "cost": (np.float64, ()),
+            "cost_smoothed": (np.float64, ()),
+            "lr": (np.float64, ()),
+            "grad_norm": (np.float32, ()),
+        }
+        for key in weight_keys:
+            self.steps[f"update_ratio/{key.split('.')[0]}"] = (np.float32, ())
+        self.evals = {name: (np.int64 if name == "eval_step" else np.float64, ())
+                      for name in EVAL_COLUMNS}
+        self.bn = None
+        if bn_units:
+            self.bn = {"eval_step": (np.int64, ())}
+            for layer, n in bn_units.items():
+                for stat in BN_STATISTICS:
+                    self.bn[f"{layer}/{stat}"] = (np.float32, (n,))
+
+    @classmethod
+    def of(cls, network) -> Schemas:
+        return cls(network.weight_keys,
+                   {layer: network.params[f"{layer}.gamma"].shape[0]
+                    for layer in network.bn_layers})

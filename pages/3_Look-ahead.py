@@ -20,7 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dlcore.sandbox import Candidate, alpha_candidates, committable, look_ahead, lr_range_test
+from dlcore.lookahead import Candidate, alpha_candidates, committable, look_ahead, lr_range_test
 from dlcore.trainer import Snapshot, Trainer
 from pages.shared import charts, ui
 

@@ -38,13 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from dlcore import checkpoint as ckptio  # noqa: E402
-from dlcore.trainer import (  # noqa: E402
-    CHECKPOINT_FORMAT,
-    JOURNAL_FORMAT,
-    RunConfig,
-    Trainer,
-    list_runs,
-)
+from dlcore.branches import JOURNAL_FORMAT  # noqa: E402
+from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer, list_runs  # noqa: E402
 
 CONFIG = RunConfig(dataset="blobs", hidden=(16,), eval_every=5, checkpoint_every=5,
                    batch_size=32, lr=3e-3)

@@ -7,8 +7,6 @@ the snapshot until the worker is done and then reruns the page.
 from __future__ import annotations
 
 import io
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,12 +213,17 @@ def test_divergence_banner_rolls_back_with_half_the_alpha(panda):
     assert not any("diverged at step" in e.value for e in at.error)
 
 
-def test_worker_error_is_shown_with_its_traceback(panda):
+def test_worker_error_is_shown_with_its_traceback(panda, monkeypatch):
+    from dlcore.network import Network
+
     at = panda.run()
     trainer = panda.trainer()
-    run_dir = Path(trainer.snapshot().checkpoint_dir)
-    shutil.rmtree(run_dir)  # the disk goes away: the pre-change checkpoint can't be written
-    trainer.update(lr=0.01)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure in the training step")
+
+    monkeypatch.setattr(Network, "loss_and_grads", broken)
+    trainer.step(1)
     snapshot = panda.wait_for(lambda s: s.status == "error")
     at.run()
     assert any(snapshot.error in e.value for e in at.error)

@@ -84,7 +84,7 @@ def assert_consistent(trainer: Trainer) -> None:
     """Listed checkpoints = files on disk, one journal chunk each, parents in order."""
     snap = trainer.snapshot()
     Disk(trainer).check(trainer)  # listed = on disk, events name files that exist, no temps
-    run_dir = trainer._run_dir
+    run_dir = trainer.run_dir
     checkpoints = sorted(snap.checkpoints, key=lambda c: c["seq"])
     assert [c["id"] for c in checkpoints] == [c["id"] for c in snap.checkpoints]
     chunks = sorted(int(p.stem) for p in (run_dir / "journal").glob("*.npz"))

@@ -30,7 +30,8 @@ import numpy as np
 import pytest
 
 from dlcore import checkpoint as ckptio
-from dlcore.trainer import CHECKPOINT_FORMAT, JOURNAL_FORMAT, RunConfig, Trainer, list_runs
+from dlcore.branches import JOURNAL_FORMAT
+from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer, list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("crash_worker.py")

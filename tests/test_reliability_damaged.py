@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 
 from dlcore import checkpoint as ckptio
-from dlcore.trainer import CHECKPOINT_FORMAT, JOURNAL_FORMAT, RunConfig, Trainer
+from dlcore.branches import JOURNAL_FORMAT
+from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer
 from tests.test_reliability import SMALL, Payload, npz_bytes, report, run_steps
 
 FIRST_VARIANT = 100  # damaged files are ckpt-000100 onwards, newer than every good one

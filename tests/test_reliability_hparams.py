@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dlcore.hparams import OPTIMIZER_HPARAMS
 from dlcore.schedules import SCHEDULES
-from dlcore.trainer import OPTIMIZER_HPARAMS, RunConfig, Trainer
+from dlcore.trainer import RunConfig, Trainer
 from tests.test_reliability import SMALL, drain, report, run_steps
 
 TALLY = {"tried": 0, "applied": 0, "refused": 0, "crashes": 0}

@@ -19,7 +19,8 @@ import pytest
 
 from dlcore import checkpoint as ckptio
 from dlcore.data import load_file, prepare_dataset
-from dlcore.trainer import MAX_NOTE_LENGTH, RunConfig, Trainer, list_runs
+from dlcore.store import MAX_NOTE_LENGTH
+from dlcore.trainer import RunConfig, Trainer, list_runs
 from tests.test_reliability import (
     SMALL,
     Payload,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dlcore import sandbox as sb
+from dlcore import lookahead as sb
 from dlcore.trainer import RunConfig, Trainer
 from tests.test_trainer import run_steps
 from tests.test_training import train
@@ -117,16 +117,17 @@ def test_optimizer_switch_fresh_vs_carrying_moments(trainer):
     # the live switch: carry_moments moves Adam's first moment into momentum's v
     trainer.update(optimizer="momentum", carry_moments=True)
     run_steps(trainer, 1)
-    assert trainer._optimizer.t == 61
+    assert trainer.export_state()[1]["optimizer"] == {"name": "momentum", "t": 61}
     events = [e for e in trainer.snapshot().events if e["kind"] == "change"]
     assert events[-1]["carry_moments"] is True
 
 
 def test_carried_state_maps_moments_by_meaning(trainer):
+    from dlcore.hparams import carried_state
     from dlcore.optim import make_optimizer
-    from dlcore.trainer import carried_state
 
-    params = trainer._net.params
+    arrays, _ = trainer.export_state()
+    params = {k.removeprefix("params/"): v for k, v in arrays.items() if k.startswith("params/")}
     adam = make_optimizer("adam", 1e-3)
     grads = {k: np.ones_like(v) for k, v in params.items()}
     adam.step({k: v.copy() for k, v in params.items()}, grads)

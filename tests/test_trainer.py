@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dlcore import checkpoint as ckptio
+from dlcore.network import Network
 from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer
 
 SMALL = dict(hidden=(32, 16), eval_every=10)
@@ -19,7 +20,7 @@ def wait_until_idle(trainer, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         snap = trainer.snapshot()
-        if snap.status != "running" and trainer._commands.empty():
+        if trainer.idle():
             return snap
         time.sleep(0.005)
     raise TimeoutError(f"still {trainer.snapshot().status} after {timeout}s")
@@ -45,7 +46,7 @@ def make_trainer(tmp_path):
 
 
 def checkpoint_arrays(trainer, checkpoint_id):
-    arrays, _ = ckptio.read(trainer._run_dir / f"{checkpoint_id}.npz", CHECKPOINT_FORMAT)
+    arrays, _ = ckptio.read(trainer.run_dir / f"{checkpoint_id}.npz", CHECKPOINT_FORMAT)
     return arrays
 
 
@@ -146,11 +147,13 @@ def test_switching_optimizer_starts_fresh_moments(make_trainer):
     run_steps(trainer, 10)
     trainer.update(optimizer="momentum", beta=0.8)
     run_steps(trainer, 1)
-    assert trainer._optimizer.name == "momentum" and trainer._optimizer.t == 1
+    _, meta = trainer.export_state()
+    assert meta["optimizer"] == {"name": "momentum", "t": 1}
     # changing only a β keeps the moments and the step counter
     trainer.update(beta=0.85)
     run_steps(trainer, 1)
-    assert trainer._optimizer.t == 2 and trainer._optimizer.hparams["beta"] == 0.85
+    _, meta = trainer.export_state()
+    assert meta["optimizer"]["t"] == 2 and meta["info"]["hparams"]["beta"] == 0.85
 
 
 def test_new_schedule_continues_from_current_alpha_and_counts_epochs_from_the_change(make_trainer):
@@ -237,7 +240,7 @@ def test_delete_checkpoint(make_trainer):
     trainer.checkpoint()
     trainer.delete_checkpoint(first)
     assert first not in [c["id"] for c in trainer.snapshot().checkpoints]
-    assert not (trainer._run_dir / f"{first}.npz").exists()
+    assert not (trainer.run_dir / f"{first}.npz").exists()
 
 
 # -- divergence and errors ---------------------------------------------------
@@ -249,7 +252,7 @@ def test_divergence_with_a_huge_alpha_is_caught_before_anything_bad_is_saved(mak
     assert snap.status == "diverged"
     assert snap.divergence["step"] == snap.step + 1 and snap.divergence["cause"]
     assert np.all(np.isfinite(snap.history["cost"]))
-    for path in trainer._run_dir.glob("ckpt-*.npz"):
+    for path in trainer.run_dir.glob("ckpt-*.npz"):
         ckptio.read(path, CHECKPOINT_FORMAT)  # raises on NaN/inf
     # roll back to the last good checkpoint with a smaller α: continues cleanly
     trainer.rollback(snap.divergence["last_good_checkpoint"])
@@ -261,16 +264,16 @@ def test_divergence_with_a_huge_alpha_is_caught_before_anything_bad_is_saved(mak
 def test_an_exception_in_the_worker_is_reported_and_the_run_stays_usable(make_trainer, monkeypatch):
     trainer = make_trainer()
     run_steps(trainer, 5)
-    real = trainer._net.loss_and_grads
+    real = Network.loss_and_grads
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(trainer._net, "loss_and_grads", broken)
+    monkeypatch.setattr(Network, "loss_and_grads", broken)
     snap = run_steps(trainer, 5)
     assert snap.status == "error" and "simulated failure" in snap.error
     assert "Traceback" in snap.error_traceback
-    monkeypatch.setattr(trainer._net, "loss_and_grads", real)
+    monkeypatch.setattr(Network, "loss_and_grads", real)
     snap = run_steps(trainer, 5)
     assert snap.status == "paused" and snap.step == 10 and snap.error is None
 
@@ -306,7 +309,7 @@ def test_damaged_checkpoints_are_reported_and_skipped(tmp_path):
         good = trainer.checkpoint("good")
         run_steps(trainer, 10)
         newest = trainer.checkpoint("newest")
-        run_dir = trainer._run_dir
+        run_dir = trainer.run_dir
     data = (run_dir / f"{newest}.npz").read_bytes()
     (run_dir / f"{newest}.npz").write_bytes(data[: len(data) // 2])  # truncated
     (run_dir / "ckpt-000090.npz").write_bytes(b"not a zip at all")
@@ -334,10 +337,10 @@ def test_damaged_checkpoints_are_reported_and_skipped(tmp_path):
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     with Trainer(RunConfig(**SMALL), tmp_path, run_id="small") as small:
-        small_dir = small._run_dir
+        small_dir = small.run_dir
     with Trainer(RunConfig(hidden=(8,), eval_every=10), tmp_path, run_id="other") as other:
         foreign = other.snapshot().checkpoints[0]["id"]
-        other_file = other._run_dir / f"{foreign}.npz"
+        other_file = other.run_dir / f"{foreign}.npz"
     (small_dir / "ckpt-000050.npz").write_bytes(other_file.read_bytes())
     with Trainer.open(tmp_path, "small") as reopened:
         reasons = [d["reason"] for d in reopened.snapshot().damaged]

@@ -1,0 +1,504 @@
+"""The worker's side of one run: what the training thread does to it, command by command.
+
+A :class:`Run` owns the training state, the branch tree, the run's folder and the
+observers, and keeps what snapshots read behind one lock. Only the worker thread of
+its :class:`dlcore.trainer.Trainer` calls its methods (except :meth:`Run.snapshot`);
+``HANDLERS`` maps each command type of :mod:`dlcore.commands` to the method applying it.
+
+The state is only ever swapped whole (a rollback builds a fresh, fully checked
+``TrainingState`` first), and the step, epoch, α and hyperparameters that snapshots
+show are published under the lock after each step and each command: a snapshot sees
+the run before or after a command, never half-way through one.
+
+Checkpoints are written journal chunk first, then the checkpoint, each atomically.
+Periodic ones are written by a short-lived thread while training goes on (one at a
+time); the run lists such a checkpoint once both files are on disk, and every command,
+pause and later checkpoint first waits for it (:meth:`Run.finish_background_write`).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import traceback
+from types import MappingProxyType
+
+import numpy as np
+
+from dlcore import commands, loop
+from dlcore.branches import BranchTree, check_registry
+from dlcore.checkpoint import CheckpointError
+from dlcore.hparams import RUN_SETTINGS, validate_hparams
+from dlcore.observers import Autopilot, LiveViews, PeriodicCheckpoints, Request
+from dlcore.snapshot import Snapshot, bn_views, branch_views, freeze
+from dlcore.state import TrainingState
+from dlcore.store import CHECKPOINT_FORMAT, CheckpointJob, RunStore
+
+STATUSES = ("idle", "running", "paused", "diverged", "error", "stopped")
+
+
+class Run:
+    """One run as the worker thread drives it. See the module docstring."""
+
+    def __init__(self, config, data, store: RunStore, state: TrainingState, tree: BranchTree):
+        self.config, self.data, self.store = config, data, store
+        self.state, self.tree = state, tree
+        self.lock = threading.RLock()
+        self.status = "paused"
+        self.steps_left: int | None = None  # None: run until paused
+        self.error: str | None = None
+        self.error_traceback: str | None = None
+        self.divergence: dict | None = None
+        self.checkpoints: list = []  # frozen infos, in the order written
+        self.damaged: list[dict] = []
+        self.last_good: str | None = None
+        self.speed_limit: float | None = None
+        self.rate_times: collections.deque = collections.deque(maxlen=200)
+        self.live_views = LiveViews()
+        self.autopilot = Autopilot()
+        self.observers = [self.live_views, self.autopilot,
+                          PeriodicCheckpoints(config.checkpoint_every)]
+        self._pending: tuple | None = None  # (job, chunk, event) written in the background
+        self._latest_bn: MappingProxyType = MappingProxyType({})
+        self._decision_grid = None
+        self._published: tuple = ()
+        self._frozen_config = freeze(config.to_dict())
+        self._dataset = MappingProxyType({
+            "name": data.name, "n_features": data.n_features, "n_classes": data.n_classes,
+            "n_train": len(data.y_train), "n_dev": len(data.y_dev),
+            "class_names": tuple(str(c) for c in data.class_names)})
+        self._layers = tuple(k.split(".")[0] for k in state.network.weight_keys)
+        self.publish_state()
+
+    # -- what snapshots read ------------------------------------------------------------
+
+    def publish_state(self) -> None:
+        """Make the state's counters and hyperparameters what snapshots show."""
+        state = self.state
+        with self.lock:
+            if not self._published or self._published[3] is not state.hparams:
+                frozen = freeze(state.hparams)
+            else:
+                frozen = self._published[4]
+            self._published = (state.step, state.epoch, state.alpha(), state.hparams, frozen)
+
+    def publish_live_views(self, latest_bn, grid, bn_row=None) -> None:
+        with self.lock:
+            self._latest_bn, self._decision_grid = MappingProxyType(latest_bn), grid
+            if bn_row is not None:
+                self.tree.current.record_bn(bn_row)
+
+    def settings(self) -> dict:
+        """Hyperparameters plus the run settings (speed limit, autopilot)."""
+        return {**self.state.hparams, "speed_limit": self.speed_limit,
+                "autopilot": self.autopilot.enabled}
+
+    def published_settings(self) -> dict:
+        """:meth:`settings` as snapshots show them (for checks in a caller's thread)."""
+        with self.lock:
+            return {**self._published[3], "speed_limit": self.speed_limit,
+                    "autopilot": self.autopilot.enabled}
+
+    def note_damaged(self, file: str, reason: str) -> None:
+        """List a file found damaged after the run opened (once per file)."""
+        with self.lock:
+            if all(d["file"] != file for d in self.damaged):
+                self.damaged.append({"file": file, "reason": reason})
+
+    def snapshot(self) -> Snapshot:
+        with self.lock:
+            step, epoch, alpha, _, hparams = self._published
+            branch = self.tree.current
+            return Snapshot(
+                run_id=self.store.run_id, status=self.status, step=step, epoch=epoch,
+                alpha=alpha, hparams=hparams, speed_limit=self.speed_limit,
+                autopilot=self.autopilot.enabled, steps_per_second=self.steps_per_second(),
+                history=MappingProxyType(branch.history()),
+                events=tuple(branch.events),  # frozen when recorded: no copy per snapshot
+                checkpoints=tuple(self.checkpoints),
+                damaged=tuple(freeze(d) for d in self.damaged),
+                branch=self.tree.active, branches=branch_views(self.tree),
+                bn=bn_views(self._latest_bn, branch), error=self.error,
+                error_traceback=self.error_traceback,
+                divergence=freeze(self.divergence) if self.divergence else None,
+                config=self._frozen_config, dataset=self._dataset, layers=self._layers,
+                last_good_checkpoint=self.last_good, checkpoint_dir=str(self.store.dir),
+                decision_grid=self._decision_grid,
+            )
+
+    def steps_per_second(self) -> float:
+        times = self.rate_times
+        if len(times) < 2 or time.monotonic() - times[-1] > 2.0:
+            return 0.0
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+
+    def seconds_until_next_step(self) -> float:
+        if not self.speed_limit or not self.rate_times:
+            return 0.0
+        return max(0.0, self.rate_times[-1] + 1.0 / self.speed_limit - time.monotonic())
+
+    # -- training -----------------------------------------------------------------------
+
+    def train(self) -> None:
+        """One step and what follows it (evaluation, observers' requests); a failure
+        anywhere stops training with the error shown."""
+        try:
+            self._step_and_observe()
+        except Exception as error:
+            self.fail(error)
+            return
+        if self.steps_left is not None:
+            self.steps_left -= 1
+            if self.steps_left <= 0:
+                # Whoever sees "paused" also sees a checkpoint of this very step listed.
+                self.finish_background_write_or_stop(wait=True)
+                with self.lock:
+                    self.steps_left = None
+                    if self.status == "running":
+                        self.status = "paused"
+
+    def _step_and_observe(self) -> None:
+        result = loop.train_step(self.state, self.data,
+                                 divergence_factor=self.config.divergence_factor)
+        if isinstance(result, loop.Divergence):
+            self.diverge(result.cause)
+            return
+        with self.lock:
+            self.tree.current.record_step(result)
+            self.rate_times.append(time.monotonic())
+        self.publish_state()
+        evaluation = (self.evaluate() if self.state.step % self.state.hparams["eval_every"] == 0
+                      else None)
+        for observer in self.observers:
+            request = observer.after_step(self, result, evaluation)
+            if request is not None:
+                self.apply(request)
+                if self.status != "running":
+                    break
+
+    def evaluate(self) -> dict:
+        row = loop.evaluate(self.state, self.data)
+        with self.lock:
+            self.tree.current.record_evaluation(row)
+        return row
+
+    def apply(self, request: Request) -> None:
+        """Carry out what an observer asked for, as the matching command would."""
+        if request.checkpoint:
+            self.write_checkpoint(request.checkpoint, "", background=request.checkpoint
+                                  == "periodic")
+        if request.update:
+            self.update(commands.Update(dict(request.update), source=request.source))
+        if request.rollback:
+            arrays, meta, state = self.read_checkpoint(self.store.checkpoint_path(
+                request.rollback))
+            self.rollback(commands.Rollback(meta, state))
+        if request.pause:
+            self.pause(commands.Pause())
+        if request.log:
+            details = dict(request.log)
+            with self.lock:
+                self.record_event(details.pop("kind"), **details)
+
+    def diverge(self, cause: str) -> None:
+        self.finish_background_write_or_stop(wait=True)  # it may be the last good one
+        with self.lock:
+            self.status = "diverged"
+            self.steps_left = None
+            self.divergence = {"step": self.state.step + 1, "cause": cause,
+                               "last_good_checkpoint": self.last_good,
+                               "alpha": self.state.alpha()}
+            self.record_event("divergence", cause=cause, last_good_checkpoint=self.last_good)
+
+    def fail(self, error: BaseException) -> None:
+        with self.lock:
+            self.status = "error"
+            self.steps_left = None
+            self.error = f"{type(error).__name__}: {error}"
+            self.error_traceback = traceback.format_exc()
+            self.record_event("error", message=self.error)
+
+    def record_event(self, kind: str, **details):
+        """Call with the lock held. Returns the event as recorded (frozen)."""
+        return self.tree.current.record_event(kind, self.state.step, self.tree.active,
+                                              **details)
+
+    # -- commands (HANDLERS) --------------------------------------------------------------
+
+    def start_training(self, command: commands.Train) -> None:
+        with self.lock:
+            self.steps_left = command.steps
+            self.status = "running"
+            self.error = None
+            self.error_traceback = None
+            if self.divergence is not None:
+                self.divergence = dict(self.divergence, resumed=True)
+
+    def pause(self, command: commands.Pause) -> None:
+        with self.lock:
+            self.steps_left = None
+            if self.status == "running":
+                self.status = "paused"
+
+    def update(self, command: commands.Update, checkpoint_first: bool = True) -> None:
+        """Validate against the state as it is now, write a pre-change checkpoint, apply.
+
+        If the checkpoint can't be written, no part of the change applies, run settings
+        included, and its error is raised.
+        """
+        changes = validate_hparams(command.changes, self.settings(), len(self.data.y_train))
+        carry_moments = changes.pop("carry_moments", False)
+        settings = {name: changes.pop(name) for name in RUN_SETTINGS if name in changes}
+        # 1) a checkpoint first, so that the change can be undone
+        if changes and checkpoint_first:
+            self.write_checkpoint("pre-change", "before " + ", ".join(sorted(changes)))
+        with self.lock:
+            if "speed_limit" in settings:
+                self.speed_limit = settings["speed_limit"]
+            if "autopilot" in settings:
+                self.autopilot.enabled = settings["autopilot"]
+        if not changes:
+            return
+        # 2) apply to the state; 3) publish, and record old → new values
+        details = self.state.change(changes, carry_moments)
+        self.publish_state()
+        with self.lock:
+            self.record_event("change", **details, source=command.source)
+
+    def checkpoint(self, command: commands.Checkpoint) -> str:
+        return self.write_checkpoint("manual", command.note)
+
+    def rollback(self, command: commands.Rollback) -> int:
+        info = command.meta["info"]
+        self._save_branch_being_left(f"before rollback to {info['id']}")
+        number = self._restore(command.state, info["branch"], info["step"], info["id"],
+                               note=f"rolled back to {info['id']}",
+                               event_count=info.get("event_count"))
+        if command.changes:  # the rollback checkpoint just written is this change's undo point
+            self.update(commands.Update(command.changes), checkpoint_first=False)
+        return number
+
+    def adopt(self, command: commands.Adopt) -> int:
+        """Continue from a sandbox's final state on a new branch (a committed look-ahead),
+        forked where the sandbox started, wherever the run is now."""
+        start_step, start_branch, arrays, meta, history, events = command.payload
+        state = TrainingState.from_checkpoint(arrays, meta, self.config, self.data)
+        source = self.tree.branches.get(start_branch)
+        if source is None or source.steps.count_until("step", start_step) < min(
+                start_step, len(source.steps)):
+            raise ValueError(f"branch {start_branch} at step {start_step}, where this "
+                             "look-ahead started, is not in this run's history")
+        self._save_branch_being_left("before committing a look-ahead")
+        return self._restore(state, start_branch, start_step, None,
+                             note="look-ahead candidate committed", history=history,
+                             events=events)
+
+    def export(self, command: commands.Export) -> tuple[dict, dict]:
+        """``(arrays, meta)`` of the complete state as a checkpoint holds it, changing nothing."""
+        arrays, meta = self.state.to_checkpoint()
+        meta["info"].update(id=None, kind="live", note="", branch=self.tree.active,
+                            parent=None, metrics={}, time=time.time())
+        return arrays, {"format": CHECKPOINT_FORMAT, **meta, "config": self.config.to_dict(),
+                        "branches": self.tree.registry()}
+
+    def delete(self, command: commands.Delete) -> None:
+        checkpoint_id = command.path.stem
+        if checkpoint_id == self.last_good:
+            raise ValueError(f"{checkpoint_id} is the checkpoint the run stands on; it can't "
+                             "be deleted")
+        self.store.delete(command.path)
+        with self.lock:
+            self.checkpoints = [c for c in self.checkpoints if c["id"] != checkpoint_id]
+            self.damaged = [d for d in self.damaged if d["file"] != command.path.name]
+
+    def finish(self, command: commands.Stop | None = None) -> None:
+        """Save anything unsaved in a final checkpoint; the run is "stopped" afterwards."""
+        self.finish_background_write_or_stop(wait=True)
+        with self.lock:
+            # Also unsaved: a change (or other event) made since the last checkpoint, e.g.
+            # update() then stop() with no step between would otherwise lose the change.
+            unsaved = (self.state.step != self._checkpointed_step()
+                       or self.tree.current.has_unjournalled_events())
+        if unsaved and self.status not in ("diverged", "error"):
+            try:
+                self.write_checkpoint("final", "saved on stop")
+            except Exception as error:
+                self.fail(error)
+        with self.lock:
+            self.status = "stopped"
+
+    # -- restoring ------------------------------------------------------------------------
+
+    def read_checkpoint(self, path) -> tuple[dict, dict, TrainingState]:
+        """A checkpoint of this run, fully checked, and the state it holds (built fresh)."""
+        return read_checked_checkpoint(self.store, path, self.config, self.data)
+
+    def _save_branch_being_left(self, note: str) -> None:
+        """Checkpoint the branch being left, so its whole history stays on disk."""
+        if self.state.step != self._checkpointed_step():
+            try:
+                self.write_checkpoint("pre-change", note)
+            except ValueError:  # NaN/inf after an overflow: keep just its history
+                seq = self.store.take_seq()
+                chunk = self.tree.current.claim_journal_chunk(self.tree.active)
+                try:
+                    self.store.write_journal(seq, *chunk.payload(seq))
+                except BaseException:
+                    self.tree.current.release(chunk)
+                    raise
+
+    def _restore(self, state: TrainingState, parent: int, fork_step: int,
+                 from_checkpoint: str | None, note: str, event_count=None, history=None,
+                 events=()) -> int:
+        """Swap in ``state`` on a new branch forked at ``fork_step`` of ``parent``; then its
+        first checkpoint. Returns the new branch's number."""
+        with self.lock:
+            self.state = state
+            number = self.tree.fork(parent, fork_step, from_checkpoint, event_count,
+                                    history, events)
+            self.status = "paused"
+            self.steps_left = None
+            self.divergence = None
+            self.error = None
+            self.error_traceback = None
+            self.last_good = from_checkpoint  # None after a look-ahead: no file holds it yet
+            self.record_event("rollback", checkpoint=from_checkpoint, branch=number, note=note)
+        self.publish_state()
+        for observer in self.observers:
+            observer.after_restore(self)
+        try:
+            self.write_checkpoint("rollback", note, parent=from_checkpoint)
+        except OSError as error:
+            # The fork itself is done and consistent in memory; only its first save failed.
+            # Shown as an error (training stops); the next checkpoint saves the new branch.
+            self.fail(error)
+        return number
+
+    # -- writing checkpoints -----------------------------------------------------------------
+
+    def write_checkpoint(self, kind: str, note: str, parent: str | None = None,
+                         background: bool = False) -> str:
+        """Journal chunk, then the checkpoint, each atomically. Returns its id.
+
+        Its parent is the last good checkpoint; a "rollback" checkpoint's is ``parent``,
+        the checkpoint its branch forked from (None after a committed look-ahead).
+
+        ``background`` (periodic checkpoints): the files are written in a short-lived
+        thread while training goes on, and the checkpoint is listed once
+        :meth:`finish_background_write` finds it on disk. Otherwise it is written and
+        listed here, raising what its write raised.
+        """
+        self.finish_background_write(wait=True)  # one at a time, in seq order, parent listed
+        pending = self._prepare_checkpoint(kind, note, parent)
+        job = pending[0]
+        if not background:
+            job.run()
+            return self._list_written(*pending)
+        self._pending = pending
+        try:
+            threading.Thread(target=job.run, name=f"panda-{self.store.run_id}-write",
+                             daemon=True).start()
+        except RuntimeError:  # no thread to be had: written here, listed as any other
+            job.run()
+        return job.info["id"]
+
+    def _prepare_checkpoint(self, kind, note, parent) -> tuple:
+        """``(job, chunk, event)``: copies of everything the checkpoint's two files hold;
+        its rows count as journalled. ValueError, recording nothing, for NaN/inf."""
+        seq = self.store.take_seq()
+        checkpoint_id = f"ckpt-{seq:06d}"
+        arrays, meta = self.state.to_checkpoint()
+        for key, value in arrays.items():
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise ValueError(f"refusing to write {checkpoint_id}: {key} holds NaN/inf")
+        branch = self.tree.current
+        evals = branch.evals.view()
+        metrics = {}
+        if len(evals["eval_step"]) and evals["eval_step"][-1] == self.state.step:
+            metrics = {k: float(v[-1]) for k, v in evals.items() if k != "eval_step"}
+        meta["info"].update(
+            id=checkpoint_id, seq=seq, kind=kind, note=note, branch=self.tree.active,
+            parent=parent if kind == "rollback" else self.last_good, metrics=metrics,
+            time=time.time(),
+            # events of its branch up to and including this checkpoint's own
+            event_count=len(branch.events) + (kind != "pre-change"))
+        meta = {"format": CHECKPOINT_FORMAT, **meta, "config": self.config.to_dict(),
+                "branches": self.tree.registry()}
+        event = None
+        if kind != "pre-change":  # the change event itself marks that boundary
+            with self.lock:  # recorded first, so that the journal chunk holds it
+                event = self.record_event("checkpoint", checkpoint=checkpoint_id,
+                                          checkpoint_kind=kind, note=note)
+        chunk = branch.claim_journal_chunk(self.tree.active)
+        return self.store.job(seq, arrays, meta, chunk.payload(seq)), chunk, event
+
+    def _list_written(self, job: CheckpointJob, chunk, event) -> str:
+        """List a checkpoint whose files are on disk and return its id; if its write
+        failed, give its rows and events back to the next chunk and raise the error."""
+        with self.lock:
+            if job.error is None:
+                self.checkpoints.append(freeze(job.info))
+                self.last_good = job.info["id"]
+                return job.info["id"]
+            branch = self.tree.branches[chunk.branch_number]
+            branch.release(chunk)
+            if event is not None:  # by identity: later events may have been recorded
+                branch.events[:] = [e for e in branch.events if e is not event]
+        raise job.error
+
+    def finish_background_write(self, wait: bool) -> None:
+        """List the checkpoint being written in the background, if there is one and it is
+        done (or, with ``wait``, once it is); raises what its write raised."""
+        pending = self._pending
+        if pending is None or not (wait or pending[0].done.is_set()):
+            return
+        pending[0].done.wait()
+        self._pending = None
+        self._list_written(*pending)
+
+    def finish_background_write_or_stop(self, wait: bool) -> None:
+        """:meth:`finish_background_write` for callers that carry on: a failed write
+        stops training, with the error shown."""
+        try:
+            self.finish_background_write(wait)
+        except Exception as error:
+            self.fail(error)
+
+    def _checkpointed_step(self) -> int:
+        info = next((c for c in self.checkpoints if c["id"] == self.last_good), None)
+        return info["step"] if info else -1
+
+
+def read_checked_checkpoint(store: RunStore, path, config, data):
+    """``(arrays, meta, state)`` of a checkpoint of this run, every field checked: the
+    file, its own metadata, its branch registry, that it is this run's (config), and the
+    state it holds (built fresh). CheckpointError (a ValueError) names file and reason."""
+    arrays, meta = store.read_checkpoint(path)
+    try:
+        check_registry(meta["branches"], meta["info"]["branch"])
+        # Fields the file lacks are ones added to RunConfig since: they don't count.
+        ours = config.to_dict()
+        differs = sorted(k for k, v in meta["config"].items() if k in ours and ours[k] != v)
+        if differs:
+            raise CheckpointError(f"from another run (its {', '.join(differs)} differ)")
+        state = TrainingState.from_checkpoint(arrays, meta, config, data)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path.name}: {error}") from None
+    except (KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{path.name}: incompatible or incomplete ({error})") from None
+    return arrays, meta, state
+
+
+#: Each command type and the Run method that applies it.
+HANDLERS = {
+    commands.Train: Run.start_training,
+    commands.Pause: Run.pause,
+    commands.Update: Run.update,
+    commands.Checkpoint: Run.checkpoint,
+    commands.Rollback: Run.rollback,
+    commands.Adopt: Run.adopt,
+    commands.Export: Run.export,
+    commands.Delete: Run.delete,
+    commands.Stop: Run.finish,
+}
