@@ -40,7 +40,7 @@ twice as old as each other.
 
 Bound: as long as checkpoints are only added, and removed only as :func:`to_remove`
 says, the periodic checkpoints kept number at most
-``keep_last + keep_best + 1 + 3·⌊log2(N + 1)⌋ + branches + len(protected)``,
+``keep_last + keep_best + 1 + 3·⌊log2(N + 1)⌋ + branches + protected ones``,
 plus the multiples of ``keep_every_steps`` if that is on.
 """
 
