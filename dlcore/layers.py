@@ -164,9 +164,9 @@ def update_running_stats(running_mean, running_var, batch_mean, batch_var, momen
 # ---------------------------------------------------------------------------
 
 
-# Every activation's cache is its output a (for ReLU and leaky ReLU, a > 0
-# exactly where z > 0), so a forward pass may run in place (out=z) and a
-# backward pass may write its result over the spent cache (out=a).
+# Every activation's cache is its output a, from which its derivative can be written
+# (for the ReLUs and ELUs a > 0 exactly where z > 0), so a forward pass may run in
+# place (out=z) and a backward pass may write its result over the spent cache (out=a).
 
 
 def relu_forward(z, out=None):
@@ -216,10 +216,99 @@ def tanh_backward(da, cache, out=None):
     return np.multiply(da, grad, out=grad)
 
 
+ELU_ALPHA = 1.0
+# SELU's constants (Klambauer et al. 2017): with them and N(0, 1/n_in) weights, unit
+# mean and variance are a fixed point of each layer.
+SELU_SCALE = 1.0507009873554804934193349852946  # λ
+SELU_ALPHA = 1.6732632423543772848170429916717  # α
+
+
+def _exponential_linear(z, alpha, out):
+    """z where z ≥ 0, α(eᶻ − 1) where z < 0; into ``out`` (which may be z) or a new array."""
+    negative = z < 0.0  # before a possibly in-place copy overwrites z
+    a = np.copy(z) if out is None else out
+    if a is not z:
+        np.copyto(a, z)
+    # Only where z < 0: eᶻ of a large positive z would overflow, and expm1 keeps
+    # eᶻ − 1 exact near 0.
+    np.expm1(a, out=a, where=negative)
+    np.multiply(a, alpha, out=a, where=negative)
+    return a
+
+
+def elu_forward(z, out=None):
+    """a = z if z > 0 else α(eᶻ − 1), α = 1; z: (m, n).
+
+    Smooth at 0 (for α = 1) and negative for z < 0, which pulls the mean activation
+    towards 0 where ReLU's stays positive; saturates at −α for large negative z.
+    """
+    a = _exponential_linear(z, ELU_ALPHA, out)
+    return a, a
+
+
+def elu_backward(da, cache, out=None):
+    """da · (1 if a > 0 else a + α); out may be the cache a, never da."""
+    # eᶻ = (a + α)/α for z < 0. With α = 1 the derivative is min(a + 1, 1): a + 1 > 1
+    # exactly where a > 0. One branch-free pass, no mask.
+    grad = np.add(cache, ELU_ALPHA, out=out)
+    np.minimum(grad, 1.0, out=grad)
+    return np.multiply(da, grad, out=grad)
+
+
+def selu_forward(z, out=None):
+    """a = λz if z > 0 else λα(eᶻ − 1), with λ ≈ 1.0507, α ≈ 1.6733 (``SELU_SCALE``/``_ALPHA``).
+
+    Meant for self-normalising nets *without* BatchNorm: with ``init="xavier"``
+    (N(0, 1/n_in), LeCun's) activations drift towards mean 0 and variance 1 on their
+    own. Behind BatchNorm that property is moot.
+    """
+    a = _exponential_linear(z, SELU_ALPHA, out)
+    a *= SELU_SCALE
+    return a, a
+
+
+def selu_backward(da, cache, out=None):
+    """da · (λ if a > 0 else a + λα); out may be the cache a, never da."""
+    positive = cache > 0.0  # before out (maybe the cache) is overwritten
+    grad = np.add(cache, SELU_SCALE * SELU_ALPHA, out=out)  # λα·eᶻ for z < 0
+    np.copyto(grad, SELU_SCALE, where=positive)
+    return np.multiply(da, grad, out=grad)
+
+
+def sigmoid_forward(z, out=None):
+    """a = 1/(1 + e⁻ᶻ); z: (m, n).
+
+    A poor hidden activation: it saturates (σ' ≤ 1/4, ≈ 0 for |z| ≳ 10, so gradients
+    shrink through every layer) and its outputs are all positive (not zero-centred).
+    """
+    # a = exp(−softplus(−z)), softplus(x) = log(1 + eˣ) = logaddexp(0, x): no e^|z| is
+    # ever formed, so z = ±1000 neither overflows nor warns, and small a keeps its
+    # relative accuracy (1 − σ(−z) would not).
+    a = np.negative(z, out=out)
+    np.logaddexp(0.0, a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    return a, a
+
+
+def sigmoid_backward(da, cache, out=None):
+    """da · a(1 − a); out may be the cache a, never da."""
+    # a(1 − a) = 1/4 − (a − 1/2)²: a chain of one-input passes, so it can run in place
+    # over a. Exact to ~1e-17 absolute (as tanh's 1 − a²); only where σ' < ~1e-12,
+    # a unit that passes no gradient anyway, is its relative error large.
+    grad = np.subtract(cache, 0.5, out=out)
+    np.multiply(grad, grad, out=grad)
+    np.subtract(0.25, grad, out=grad)
+    return np.multiply(da, grad, out=grad)
+
+
 ACTIVATIONS = {
     "relu": (relu_forward, relu_backward),
     "leaky_relu": (leaky_relu_forward, leaky_relu_backward),
     "tanh": (tanh_forward, tanh_backward),
+    "elu": (elu_forward, elu_backward),
+    "selu": (selu_forward, selu_backward),
+    "sigmoid": (sigmoid_forward, sigmoid_backward),
 }
 
 

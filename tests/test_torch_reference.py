@@ -10,6 +10,8 @@ Compared here:
    layer, Linear with bias at the output) in training mode: cost, every
    gradient, and the running statistics after one step.
 4. The same network in inference mode against ``model.eval()``.
+5. The activations ELU, SELU and sigmoid against ``F.elu``, ``F.selu`` and
+   ``torch.sigmoid``, forward and backward (autograd), to 1e-9 relative.
 
 Running statistics, the one deliberate difference from PyTorch: our
 ``update_running_stats(momentum=β)`` computes ``run = β·run + (1 − β)·batch``,
@@ -125,7 +127,14 @@ def test_softmax_cross_entropy_extreme_rows_match_torch():
 # 3./4. The whole network
 # ---------------------------------------------------------------------------
 
-TORCH_ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky_relu": lambda: nn.LeakyReLU(0.01)}
+TORCH_ACT = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "elu": lambda: nn.ELU(alpha=1.0),
+    "selu": nn.SELU,
+    "sigmoid": nn.Sigmoid,
+}
 
 
 def make_pair(activation, seed=3):
@@ -179,7 +188,7 @@ def batch(m=32, n_features=8, n_classes=4, seed=7):
     return X, y
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu"])
+@pytest.mark.parametrize("activation", sorted(TORCH_ACT))
 def test_network_training_step_matches_torch(activation):
     """One training-mode forward/backward: cost, every gradient, running stats.
 
@@ -256,7 +265,7 @@ def test_network_training_step_matches_torch(activation):
         assert np.all(ours_var < bn.running_var.numpy())
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu"])
+@pytest.mark.parametrize("activation", sorted(TORCH_ACT))
 @pytest.mark.parametrize("stats", ["after_one_step", "random"])
 def test_network_inference_matches_torch_eval(activation, stats):
     net, model, linears, bns = make_pair(activation)
@@ -286,3 +295,43 @@ def test_network_inference_matches_torch_eval(activation, stats):
     np.testing.assert_array_equal(net.predict(X_test), logits_t.argmax(1).numpy())
     for k, v in net.buffers.items():  # inference reads the buffers, never writes
         np.testing.assert_array_equal(v, before[k])
+
+
+# ---------------------------------------------------------------------------
+# 5. The activations added with the course's whole toolbox
+# ---------------------------------------------------------------------------
+
+TORCH_FUNCTIONS = {
+    "elu": lambda z: F.elu(z, alpha=1.0),
+    "selu": F.selu,
+    "sigmoid": torch.sigmoid,
+}
+
+
+def test_every_activation_has_a_torch_reference():
+    assert set(TORCH_ACT) == set(layers.ACTIVATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_FUNCTIONS))
+def test_activation_matches_torch(name):
+    """Forward and backward (autograd) at ≤ 1e-9 relative, z spread over ±10 and 0 itself."""
+    rng = np.random.default_rng(42)
+    z = rng.standard_normal((64, 9)) * 3.0
+    z[0, :3] = [0.0, -1e-12, 1e-12]
+    da = rng.standard_normal(z.shape)
+    forward, backward = layers.ACTIVATIONS[name]
+    a, cache = forward(z.copy())
+    dz = backward(da, cache)
+
+    zt = t(z, True)
+    at = TORCH_FUNCTIONS[name](zt)
+    at.backward(t(da))
+    close(a, at, rtol=1e-9, atol=0, err_msg=f"{name} forward")
+    close(dz, zt.grad, rtol=1e-9, atol=0, err_msg=f"{name} backward")
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_FUNCTIONS))
+def test_activation_matches_torch_for_huge_inputs(name):
+    z = np.array([[-1000.0, -50.0, 50.0, 1000.0]])
+    a, _ = layers.ACTIVATIONS[name][0](z.copy())
+    close(a, TORCH_FUNCTIONS[name](t(z)), rtol=1e-9, atol=0, err_msg=name)
