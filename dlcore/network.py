@@ -31,6 +31,30 @@ from dlcore import layers
 
 BN_EPS = 1e-5
 
+#: Weight initialisations (``Architecture.init``), each with a line a UI can show.
+#: All draw W ~ N(0, variance); biases, β start at 0 and γ at 1.
+INITS = {
+    "he": "He: N(0, 2/n_in), for ReLU and its kin (leaky ReLU, ELU)",
+    "xavier": "Xavier (the course's): N(0, 1/n_in), for tanh; LeCun's, for SELU",
+    "glorot": "Glorot: N(0, 2/(n_in + n_out)), for tanh and sigmoid",
+}
+
+
+def _init_variance(init: str, n_in: int, n_out: int) -> float:
+    """The variance of W (n_in, n_out)'s entries under initialisation ``init`` (see INITS).
+
+    He keeps the variance of ReLU activations from layer to layer; Xavier (1/n_in)
+    keeps that of tanh's near-linear centre; Glorot averages fan-in and fan-out so
+    that the gradients' variance is kept on the way back as well.
+    """
+    if init == "he":
+        return 2.0 / n_in
+    if init == "xavier":
+        return 1.0 / n_in
+    if init == "glorot":
+        return 2.0 / (n_in + n_out)
+    raise ValueError(f"init must be one of {sorted(INITS)}, got {init!r}")
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -55,8 +79,8 @@ class Architecture:
             raise ValueError(
                 f"activation must be one of {sorted(layers.ACTIVATIONS)}, got {self.activation!r}"
             )
-        if self.init not in ("he", "xavier"):
-            raise ValueError(f"init must be 'he' or 'xavier', got {self.init!r}")
+        if not isinstance(self.init, str) or self.init not in INITS:
+            raise ValueError(f"init must be one of {sorted(INITS)}, got {self.init!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
@@ -71,9 +95,10 @@ class Architecture:
 class Network:
     """The classifier. ``Network(arch, seed)`` draws fresh weights.
 
-    Initialisation (``arch.init``): "he" W ~ N(0, 2/n_in) for ReLU-like units,
-    "xavier" W ~ N(0, 1/n_in) for tanh (the course's variant). γ = 1, β = 0,
-    biases 0, running mean 0 and running variance 1.
+    Initialisation (``arch.init``, see :data:`INITS`): "he" W ~ N(0, 2/n_in) for
+    ReLU, leaky ReLU and ELU; "xavier" W ~ N(0, 1/n_in) (the course's variant) for
+    tanh and SELU; "glorot" W ~ N(0, 2/(n_in + n_out)) for tanh and sigmoid.
+    γ = 1, β = 0, biases 0, running mean 0 and running variance 1.
     """
 
     def __init__(self, arch: Architecture, seed: int = 0):
@@ -81,13 +106,13 @@ class Network:
         self.dtype = np.dtype(arch.dtype)
         self.n_layers = len(arch.hidden) + 1  # dense layers, output included
         rng = np.random.default_rng(seed)
-        gain = 2.0 if arch.init == "he" else 1.0
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         sizes = arch.layer_sizes
         for l in range(1, self.n_layers + 1):
             n_in, n_out = sizes[l - 1], sizes[l]
-            W = rng.standard_normal((n_in, n_out)) * np.sqrt(gain / n_in)
+            std = np.sqrt(_init_variance(arch.init, n_in, n_out))
+            W = rng.standard_normal((n_in, n_out)) * std
             self.params[f"fc{l}.W"] = W.astype(self.dtype)
             if self._has_bn(l):
                 self.params[f"bn{l}.gamma"] = np.ones(n_out, self.dtype)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dlcore import layers
-from dlcore.network import Architecture, Network
+from dlcore.network import INITS, Architecture, Network
 from tests.gradcheck import numerical_gradient, relative_error
 
 
@@ -63,6 +63,36 @@ def test_init_scales():
     assert W.std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
     arch = Architecture(n_features=400, hidden=(300,), n_classes=10, init="xavier")
     assert Network(arch, seed=0).params["fc1.W"].std() == pytest.approx(np.sqrt(1 / 400), rel=0.02)
+    arch = Architecture(n_features=400, hidden=(300,), n_classes=10, init="glorot")
+    net = Network(arch, seed=0)
+    assert net.params["fc1.W"].std() == pytest.approx(np.sqrt(2 / (400 + 300)), rel=0.02)
+    assert net.params["fc2.W"].std() == pytest.approx(np.sqrt(2 / (300 + 10)), rel=0.05)
+
+
+@pytest.mark.parametrize("init, variance", [
+    ("he", lambda n_in, n_out: 2.0 / n_in),
+    ("xavier", lambda n_in, n_out: 1.0 / n_in),
+    ("glorot", lambda n_in, n_out: 2.0 / (n_in + n_out)),
+])
+def test_init_draws_exactly_one_standard_normal_matrix_per_layer(init, variance):
+    """Bit for bit: the weights a seed gave before Glorot existed are the weights it gives now."""
+    arch = Architecture(n_features=5, hidden=(6, 4), n_classes=3, init=init)
+    net = Network(arch, seed=9)
+    rng = np.random.default_rng(9)
+    sizes = arch.layer_sizes
+    for l in range(1, len(sizes)):
+        n_in, n_out = sizes[l - 1], sizes[l]
+        expected = rng.standard_normal((n_in, n_out)) * np.sqrt(variance(n_in, n_out))
+        assert np.array_equal(net.params[f"fc{l}.W"], expected), l
+
+
+def test_every_init_has_a_one_line_description():
+    assert set(INITS) == {"he", "xavier", "glorot"}
+    for name, description in INITS.items():
+        assert isinstance(description, str) and "\n" not in description and "N(0" in description
+        Architecture(n_features=2, hidden=(2,), n_classes=2, init=name)  # accepted
+    with pytest.raises(ValueError, match="'lecun'"):
+        Architecture(n_features=2, hidden=(2,), n_classes=2, init="lecun")
 
 
 def test_seed_fixes_the_weights():
