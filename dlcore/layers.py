@@ -341,7 +341,7 @@ def dropout_backward(da, cache, out=None):
 
 
 # ---------------------------------------------------------------------------
-# Softmax, cross-entropy and L2
+# Softmax, cross-entropy, L2 and L1
 # ---------------------------------------------------------------------------
 
 
@@ -394,3 +394,28 @@ def l2_penalty(weights, lam, m):
 def l2_grad(W, lam, m, out=None):
     """(λ/m)·W; out: an array shaped like W, or None."""
     return np.multiply(W, lam / m, out=out)
+
+
+def l1_penalty(weights, lam, m):
+    """L1 regularisation ``λ/(2m) · Σ_l ‖W_l‖₁`` (the sum of every |w|) over the given weights.
+
+    weights: iterable of arrays; m: the mini-batch size. The same λ/(2m) scale as
+    :func:`l2_penalty`, so one λ means the same strength at ‖W‖ ≈ 1. Its gradient,
+    ``λ/(2m)·sign(W)`` (see :func:`l1_grad`), pulls every weight towards 0 by the
+    same amount however small it is: L1 drives weights to exactly 0 (sparse W),
+    where L2's pull, proportional to W, fades as W shrinks.
+    """
+    if lam == 0.0:
+        return 0.0
+    # |W| is a temporary the size of W: numpy has no reduction of |w| that avoids it.
+    return lam / (2.0 * m) * sum(float(np.add.reduce(np.abs(W), axis=None)) for W in weights)
+
+
+def l1_grad(W, lam, m, out=None):
+    """(λ/(2m))·sign(W), with sign(0) = 0 (the subgradient that leaves zeros at 0).
+
+    out: an array shaped like W, or None.
+    """
+    grad = np.sign(W, out=out)
+    grad *= lam / (2.0 * m)
+    return grad

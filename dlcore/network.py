@@ -139,8 +139,23 @@ class Network:
 
     @property
     def weight_keys(self) -> list[str]:
-        """The dense weight matrices: what L2 penalises, one per layer."""
+        """The dense weight matrices: what L2 and L1 penalise, one per layer."""
         return [f"fc{l}.W" for l in range(1, self.n_layers + 1)]
+
+    def weight_sparsity(self, threshold: float = 1e-3) -> dict[str, float]:
+        """Fraction of each dense layer's weights with |w| < threshold, e.g. {"fc1": 0.42}.
+
+        What L1 does that L2 doesn't: L1 drives weights to 0, L2 only shrinks them.
+        Cheap enough for every step: two boolean reductions per matrix, no float copy
+        (−t < w < t counted as #(w < t) − #(w ≤ −t)).
+        """
+        threshold = _positive_number("threshold", threshold)
+        sparsity = {}
+        for key in self.weight_keys:
+            W = self.params[key]
+            near_zero = np.count_nonzero(W < threshold) - np.count_nonzero(W <= -threshold)
+            sparsity[key.removesuffix(".W")] = near_zero / W.size
+        return sparsity
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Shape of every param and buffer: what a compatible checkpoint must match."""
@@ -157,13 +172,14 @@ class Network:
             for h in self.arch.hidden
         ]
 
-    def loss_and_grads(self, X, y, l2=0.0, masks=None, *, reuse_buffers=False):
+    def loss_and_grads(self, X, y, l2=0.0, masks=None, *, l1=0.0, reuse_buffers=False):
         """Forward and backward pass in training mode on one mini-batch.
 
         X: (m, n_features), y: (m,) int class ids, masks: from
-        :meth:`dropout_masks` or None.
+        :meth:`dropout_masks` or None; l2, l1: the regularisation strengths λ.
         Returns ``(cost, grads, batch_stats)``: cost J = mean cross-entropy +
-        λ/(2m)·Σ‖W‖²_F; grads has exactly the keys of ``params``; batch_stats
+        λ₂/(2m)·Σ‖W‖²_F + λ₁/(2m)·Σ‖W‖₁ (dense weights only, not biases, γ or β);
+        grads has exactly the keys of ``params``; batch_stats
         maps ``"bn1"`` to the batch ``(μ, σ²)`` of that layer's z. Buffers are
         not touched: :meth:`update_running_stats` does that, so this function
         is pure and can be gradient-checked. X is converted to the network's
@@ -180,13 +196,13 @@ class Network:
         """
         X = np.asarray(X, dtype=self.dtype)
         if not reuse_buffers:
-            return self._loss_and_grads(X, y, l2, masks, _StepBuffers(self, X.shape[0]))
+            return self._loss_and_grads(X, y, l2, l1, masks, _StepBuffers(self, X.shape[0]))
         if self._step_buffers is None or self._step_buffers.batch_size != X.shape[0]:
             self._step_buffers = None  # free the old arrays before allocating new ones
             self._step_buffers = _StepBuffers(self, X.shape[0])
-        return self._loss_and_grads(X, y, l2, masks, self._step_buffers)
+        return self._loss_and_grads(X, y, l2, l1, masks, self._step_buffers)
 
-    def _loss_and_grads(self, X, y, l2, masks, buffers):
+    def _loss_and_grads(self, X, y, l2, l1, masks, buffers):
         """The step of :meth:`loss_and_grads`, writing every large array into ``buffers``."""
         p = self.params
         m = X.shape[0]
@@ -217,6 +233,7 @@ class Network:
         logits, out_cache = layers.dense_forward(a, p[f"fc{L}.W"], p[f"fc{L}.b"], out=buffers.z[L])
         cost, dlogits = layers.softmax_cross_entropy(logits, y, out=logits)
         cost += layers.l2_penalty((p[k] for k in self.weight_keys), l2, m)
+        cost += layers.l1_penalty((p[k] for k in self.weight_keys), l1, m)
         # 3) backward, output layer first; each step writes over a spent cache
         #    (the activation's gradient over its output, BatchNorm's over z − μ)
         grads = buffers.grads
@@ -233,10 +250,14 @@ class Network:
                     bn_cache.centered, grads[f"bn{l}.gamma"], grads[f"bn{l}.beta"]))
             da, _, _ = layers.dense_backward(dz, dense_cache, input_grad=l > 1, out=(
                 buffers.da.get(l - 1), grads[f"fc{l}.W"], grads.get(f"fc{l}.b")))
-        # 4) L2's gradient (λ/m)·W on every weight matrix
+        # 4) the regularisers' gradients on every weight matrix: L2's (λ/m)·W, L1's
+        #    (λ/(2m))·sign(W)
         if l2:
             for k in self.weight_keys:
                 grads[k] += layers.l2_grad(p[k], l2, m, out=buffers.weight_scratch(p[k]))
+        if l1:
+            for k in self.weight_keys:
+                grads[k] += layers.l1_grad(p[k], l1, m, out=buffers.weight_scratch(p[k]))
         return cost, grads, batch_stats
 
     def update_running_stats(self, batch_stats, momentum=0.9):
@@ -289,11 +310,13 @@ class Network:
         """Class ids (m,)."""
         return self.forward(X, mode).argmax(axis=1)
 
-    def evaluate(self, X, y, l2=0.0, mode="inference"):
-        """``(accuracy, cost)`` on a whole set; cost includes the L2 term like J."""
+    def evaluate(self, X, y, l2=0.0, mode="inference", *, l1=0.0):
+        """``(accuracy, cost)`` on a whole set; cost includes the L2 and L1 terms like J."""
         logits = self.forward(X, mode)
         cost, _ = layers.softmax_cross_entropy(logits, y)
-        cost += layers.l2_penalty((self.params[k] for k in self.weight_keys), l2, X.shape[0])
+        weights = [self.params[k] for k in self.weight_keys]
+        cost += layers.l2_penalty(weights, l2, X.shape[0])
+        cost += layers.l1_penalty(weights, l1, X.shape[0])
         accuracy = float((logits.argmax(axis=1) == y).mean())
         return accuracy, float(cost)
 
@@ -335,6 +358,16 @@ class Network:
                 raise ValueError(f"{key}: holds NaN or inf")
         for key, target in expected.items():
             target[...] = arrays[key]
+
+
+def _positive_number(name: str, value) -> float:
+    """``value`` as a Python float if it is a finite real > 0, else ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not np.isfinite(number) or number <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {number}")
+    return number
 
 
 def _back_to_back(like: dict[str, np.ndarray], dtype) -> dict[str, np.ndarray]:

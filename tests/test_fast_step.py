@@ -92,6 +92,18 @@ def test_every_activation_gives_the_same_results(activation, dtype):
                              default_net.loss_and_grads(X, y, 0.1, masks))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_l1_gives_the_same_results(dtype, batchnorm):
+    default_net = make_net(dtype, batchnorm)
+    fast_net = make_net(dtype, batchnorm)
+    for step, m in enumerate([16, 16, 5]):
+        X, y = batch(m, dtype, seed=20 + step)
+        for l2, l1 in [(0.0, 0.3), (0.2, 0.3)]:
+            assert_results_equal(fast_net.loss_and_grads(X, y, l2, l1=l1, reuse_buffers=True),
+                                 default_net.loss_and_grads(X, y, l2, l1=l1))
+
+
 def test_default_results_are_fresh_and_reused_ones_are_overwritten():
     net = make_net()
     X1, y1 = batch(16, "float64", seed=1)

@@ -229,6 +229,30 @@ def test_l2_penalty_and_gradient(rng):
     assert relative_error(layers.l2_grad(W1, 0.7, 10), numeric) < TOL
 
 
+def test_l1_penalty_and_gradient_closed_form(rng):
+    W1, W2 = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    W1[0, 0] = 0.0
+    penalty = layers.l1_penalty([W1, W2], lam=0.7, m=10)
+    assert penalty == pytest.approx(0.7 / 20 * (np.abs(W1).sum() + np.abs(W2).sum()), rel=1e-14)
+    assert layers.l1_penalty([W1, W2], lam=0.0, m=10) == 0.0
+    grad = layers.l1_grad(W1, 0.7, 10)
+    np.testing.assert_array_equal(grad, 0.7 / 20 * np.sign(W1))
+    assert grad[0, 0] == 0.0  # sign(0) = 0: a weight at 0 stays there
+    out = np.empty_like(W1)
+    assert layers.l1_grad(W1, 0.7, 10, out=out) is out
+    np.testing.assert_array_equal(out, grad)
+    float32 = W1.astype(np.float32)
+    assert layers.l1_grad(float32, 0.7, 10).dtype == np.float32
+    assert isinstance(layers.l1_penalty([float32], 0.7, 10), float)
+
+
+def test_l1_gradient_is_the_numerical_one_away_from_zero(rng):
+    W1, W2 = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    W1[np.abs(W1) < 1e-3] = 0.5  # |w| is not differentiable at 0
+    numeric = numerical_gradient(lambda: layers.l1_penalty([W1, W2], 0.7, 10), W1)
+    assert relative_error(layers.l1_grad(W1, 0.7, 10), numeric) < TOL
+
+
 @pytest.mark.parametrize("name", sorted(layers.ACTIVATIONS))
 def test_float32_stays_float32(name, rng):
     z = rng.standard_normal((8, 3)).astype(np.float32)

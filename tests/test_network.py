@@ -41,6 +41,67 @@ def test_whole_network_gradient_with_bn_l2_and_dropout(activation, batchnorm):
         assert relative_error(grads[key], numeric) < 1e-7, key
 
 
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_whole_network_gradient_with_l1(batchnorm):
+    """L1 (with L2 and dropout): rel. error < 1e-7, every weight well away from |w|'s kink."""
+    rng = np.random.default_rng(4)
+    net = small_net("tanh", batchnorm)
+    for k, v in net.params.items():
+        v += rng.standard_normal(v.shape) * 0.3
+        if k.endswith(".W"):
+            v[np.abs(v) < 1e-2] = 0.1
+    X, y = rng.standard_normal((12, 5)), rng.integers(0, 3, 12)
+    masks = net.dropout_masks(12, keep_prob=0.75, rng=rng)
+    _, grads, _ = net.loss_and_grads(X, y, l2=0.1, masks=masks, l1=0.4)
+    for key, param in net.params.items():
+        numeric = numerical_gradient(
+            lambda: net.loss_and_grads(X, y, l2=0.1, masks=masks, l1=0.4)[0], param
+        )
+        assert relative_error(grads[key], numeric) < 1e-7, key
+
+
+def test_l1_adds_its_term_to_the_cost_and_sign_to_the_weight_gradients_only():
+    rng = np.random.default_rng(5)
+    net = small_net("relu")
+    X, y = rng.standard_normal((16, 5)), rng.integers(0, 3, 16)
+    net.params["fc2.W"][0, :] = 0.0  # sign(0) = 0: no pull on weights already at 0
+    cost, grads, _ = net.loss_and_grads(X, y, l2=0.2)
+    grads = {k: v.copy() for k, v in grads.items()}
+    cost_l1, grads_l1, _ = net.loss_and_grads(X, y, l2=0.2, l1=0.3)
+    weights = [net.params[k] for k in net.weight_keys]
+    l1_term = 0.3 / (2 * 16) * sum(np.abs(W).sum() for W in weights)
+    assert cost_l1 == pytest.approx(cost + l1_term, rel=1e-14)
+    for key in net.params:
+        if key in net.weight_keys:
+            expected = grads[key] + 0.3 / (2 * 16) * np.sign(net.params[key])
+            np.testing.assert_allclose(grads_l1[key], expected, rtol=1e-14, atol=1e-17)
+        else:  # biases, γ and β are not regularised
+            assert np.array_equal(grads_l1[key], grads[key]), key
+    np.testing.assert_array_equal(grads_l1["fc2.W"][0], grads["fc2.W"][0])
+
+    accuracy, evaluated = net.evaluate(X, y, l2=0.2, l1=0.3)
+    _, evaluated_without = net.evaluate(X, y, l2=0.2)
+    assert evaluated == pytest.approx(evaluated_without + l1_term, rel=1e-14)
+
+
+def test_weight_sparsity_counts_small_weights_per_layer():
+    net = small_net()
+    W1 = net.params["fc1.W"]  # (5, 6): 30 weights
+    W1[...] = 1.0
+    W1[0, :] = [0.0, 1e-4, -1e-4, 1e-3, -1e-3, 0.5e-3]  # 4 with |w| < 1e-3
+    net.params["fc2.W"][...] = 0.0
+    sparsity = net.weight_sparsity()
+    assert list(sparsity) == ["fc1", "fc2", "fc3"]
+    assert sparsity["fc1"] == 4 / 30
+    assert sparsity["fc2"] == 1.0
+    assert 0.0 <= sparsity["fc3"] < 0.1
+    assert net.weight_sparsity(threshold=2.0)["fc1"] == 1.0
+    assert all(isinstance(v, float) for v in sparsity.values())
+    for bad in (0.0, -1e-3, float("nan"), "0.1", True):
+        with pytest.raises(ValueError, match="threshold"):
+            net.weight_sparsity(threshold=bad)
+
+
 def test_keys_shapes_and_no_bias_before_batchnorm():
     net = small_net(batchnorm=True)
     assert sorted(net.params) == sorted(
