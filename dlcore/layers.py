@@ -71,7 +71,7 @@ class BatchNormCache(NamedTuple):
     var: np.ndarray  # (n,)  batch σ² (biased, 1/m)
 
 
-def batchnorm_forward(z, gamma, beta, eps=1e-5, out=None, overwrite_z=False):
+def batchnorm_forward(z, gamma, beta, eps=1e-5, out=None, overwrite_z=False, centered_out=None):
     """BatchNorm in training mode, normalising each unit over the mini-batch.
 
     z: (m, n), gamma: (n,), beta: (n,), out: (m, n) or None::
@@ -86,7 +86,9 @@ def batchnorm_forward(z, gamma, beta, eps=1e-5, out=None, overwrite_z=False):
     μ and σ² are returned in the cache (``cache.mean``, ``cache.var``) so the
     caller can update those estimates; this function changes nothing unless
     ``overwrite_z``: then z itself is centred in place and becomes
-    ``cache.centered``, saving an (m, n) array.
+    ``cache.centered``, saving an (m, n) array. ``centered_out`` names another
+    (m, n) array to hold z − μ instead, for when z must survive (BatchNorm after
+    the activation: z is then the activation's output, which its backward needs).
 
     z_norm is never stored: ``out = (z − μ)·(γ/√(σ²+ε)) + β`` and the backward
     pass works from z − μ, which saves a pass over (m, n) each way.
@@ -94,7 +96,7 @@ def batchnorm_forward(z, gamma, beta, eps=1e-5, out=None, overwrite_z=False):
     m = z.shape[0]
     mean = np.add.reduce(z, axis=0)
     mean /= m
-    centered = np.subtract(z, mean, out=z if overwrite_z else None)
+    centered = np.subtract(z, mean, out=z if overwrite_z else centered_out)
     var = np.einsum("ij,ij->j", centered, centered)
     var /= m
     inv_std = np.sqrt(var + eps)

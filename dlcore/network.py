@@ -1,12 +1,18 @@
 """A fully connected softmax classifier with optional Batch Normalization.
 
-Architecture, for hidden sizes ``(h1, ..., hL)``::
+Architecture, for hidden sizes ``(h1, ..., hL)``, with BatchNorm before each
+activation (``bn_position="before"``, the course's: z̃ = BN(z), a = g(z̃))::
 
     x ─ fc1 ─ bn1 ─ act ─ [dropout] ─ fc2 ─ bn2 ─ act ─ ... ─ fc{L+1} ─ softmax
 
-With BatchNorm on, hidden dense layers have no bias (BN's β replaces it);
-with it off, every dense layer has a bias ``fc{l}.b``. The output layer always
-has a bias and no BatchNorm.
+or after it (``bn_position="after"``: a = g(z), ã = BN(a))::
+
+    x ─ fc1 ─ act ─ bn1 ─ [dropout] ─ fc2 ─ act ─ bn2 ─ ... ─ fc{L+1} ─ softmax
+
+With BatchNorm before the activation, hidden dense layers have no bias (BN's
+mean subtraction would cancel it; β replaces it). After the activation, or
+without BatchNorm, every dense layer has a bias ``fc{l}.b``. The output layer
+always has a bias and no BatchNorm.
 
 State lives in three flat dicts with namespaced keys:
 
@@ -23,7 +29,8 @@ The class only holds arrays and calls the pure functions of :mod:`dlcore.layers`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import numpy as np
 
@@ -37,6 +44,13 @@ INITS = {
     "he": "He: N(0, 2/n_in), for ReLU and its kin (leaky ReLU, ELU)",
     "xavier": "Xavier (the course's): N(0, 1/n_in), for tanh; LeCun's, for SELU",
     "glorot": "Glorot: N(0, 2/(n_in + n_out)), for tanh and sigmoid",
+}
+
+
+#: Where BatchNorm sits in a hidden layer (``Architecture.bn_position``), with a line each.
+BN_POSITIONS = {
+    "before": "Before the activation (the course's): z̃ = BN(z), a = g(z̃)",
+    "after": "After the activation: a = g(z), ã = BN(a); the dense layer keeps its bias",
 }
 
 
@@ -58,7 +72,13 @@ def _init_variance(init: str, n_in: int, n_out: int) -> float:
 
 @dataclass(frozen=True)
 class Architecture:
-    """Everything that fixes the shapes and meaning of a network's arrays."""
+    """Everything that fixes the shapes and meaning of a network's arrays.
+
+    ``bn_position`` ("before" or "after" the activation, see :data:`BN_POSITIONS`)
+    only matters with ``batchnorm``. Fields added later come last and default to
+    what the network was before they existed, so that :meth:`from_dict` can read
+    an architecture saved by an older version as the very same network.
+    """
 
     n_features: int
     hidden: tuple[int, ...]
@@ -67,6 +87,7 @@ class Architecture:
     batchnorm: bool = True
     init: str = "he"
     dtype: str = "float64"
+    bn_position: str = "before"
 
     def __post_init__(self):
         if self.n_features < 1:
@@ -83,13 +104,44 @@ class Architecture:
             raise ValueError(f"init must be one of {sorted(INITS)}, got {self.init!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if not isinstance(self.bn_position, str) or self.bn_position not in BN_POSITIONS:
+            raise ValueError(
+                f"bn_position must be 'before' or 'after' (the activation), "
+                f"got {self.bn_position!r}"
+            )
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
         return (self.n_features, *self.hidden, self.n_classes)
 
     def to_dict(self) -> dict:
+        """Every field, JSON-native (``hidden`` as a list)."""
         return {**asdict(self), "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Architecture:
+        """The architecture :meth:`to_dict` gave ``d``, also one saved before a field existed.
+
+        A missing field that has a default takes it (a dict written before
+        ``bn_position`` existed is the "before" network it was). A missing required
+        field, a key that is no field, or a bad value raise ValueError naming it.
+        """
+        if not isinstance(d, Mapping):
+            raise ValueError(f"an architecture must be a dict, got {type(d).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(str(key) for key in d if key not in names)
+        if unknown:
+            raise ValueError(f"unknown architecture field(s) {unknown}; known: {names}")
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
+        if missing:
+            raise ValueError(f"architecture lacks the field(s) {missing}")
+        hidden = d["hidden"]
+        if not isinstance(hidden, (list, tuple)):
+            raise ValueError(f"hidden must be a list of layer sizes, got {hidden!r}")
+        try:
+            return cls(**{**d, "hidden": tuple(hidden)})
+        except TypeError as error:  # e.g. a size that is text: compared with 1 above
+            raise ValueError(f"invalid architecture {dict(d)!r}: {error}") from None
 
 
 class Network:
@@ -105,6 +157,7 @@ class Network:
         self.arch = arch
         self.dtype = np.dtype(arch.dtype)
         self.n_layers = len(arch.hidden) + 1  # dense layers, output included
+        self._bn_after = arch.bn_position == "after"
         rng = np.random.default_rng(seed)
         self.params: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
@@ -114,13 +167,13 @@ class Network:
             std = np.sqrt(_init_variance(arch.init, n_in, n_out))
             W = rng.standard_normal((n_in, n_out)) * std
             self.params[f"fc{l}.W"] = W.astype(self.dtype)
+            if self._has_bias(l):
+                self.params[f"fc{l}.b"] = np.zeros(n_out, self.dtype)
             if self._has_bn(l):
                 self.params[f"bn{l}.gamma"] = np.ones(n_out, self.dtype)
                 self.params[f"bn{l}.beta"] = np.zeros(n_out, self.dtype)
                 self.buffers[f"bn{l}.running_mean"] = np.zeros(n_out, self.dtype)
                 self.buffers[f"bn{l}.running_var"] = np.ones(n_out, self.dtype)
-            else:
-                self.params[f"fc{l}.b"] = np.zeros(n_out, self.dtype)
         # one array underneath: an optimizer then updates all params in one pass
         drawn, self.params = self.params, _back_to_back(self.params, self.dtype)
         for name, value in drawn.items():
@@ -131,6 +184,11 @@ class Network:
 
     def _has_bn(self, l: int) -> bool:
         return self.arch.batchnorm and l < self.n_layers
+
+    def _has_bias(self, l: int) -> bool:
+        # BatchNorm right after the dense layer subtracts the batch mean, which
+        # would cancel a bias; after the activation it does not.
+        return not self._has_bn(l) or self._bn_after
 
     @property
     def bn_layers(self) -> list[str]:
@@ -180,7 +238,8 @@ class Network:
         Returns ``(cost, grads, batch_stats)``: cost J = mean cross-entropy +
         λ₂/(2m)·Σ‖W‖²_F + λ₁/(2m)·Σ‖W‖₁ (dense weights only, not biases, γ or β);
         grads has exactly the keys of ``params``; batch_stats
-        maps ``"bn1"`` to the batch ``(μ, σ²)`` of that layer's z. Buffers are
+        maps ``"bn1"`` to the batch ``(μ, σ²)`` of what that layer normalises
+        (z, or the activation a with ``bn_position="after"``). Buffers are
         not touched: :meth:`update_running_stats` does that, so this function
         is pure and can be gradient-checked. X is converted to the network's
         dtype if it has another one.
@@ -211,21 +270,29 @@ class Network:
         caches = []
         batch_stats = {}
         a = X
-        # 1) forward through the hidden layers; z is centred in place, the
-        #    activation runs in place on BatchNorm's output
+        # 1) forward through the hidden layers. BatchNorm before the activation
+        #    centres z in place and the activation runs in place on its output;
+        #    after it, the activation runs in place on z and BatchNorm centres a
+        #    copy, since the activation's backward needs its output a.
         for l in range(1, L):
             z, dense_cache = layers.dense_forward(
                 a, p[f"fc{l}.W"], p.get(f"fc{l}.b"), out=buffers.z[l]
             )
             bn_cache = None
-            if self._has_bn(l):
+            if self._has_bn(l) and not self._bn_after:
                 z, bn_cache = layers.batchnorm_forward(
                     z, p[f"bn{l}.gamma"], p[f"bn{l}.beta"], BN_EPS,
                     out=buffers.bn_out[l], overwrite_z=True,
                 )
-                batch_stats[f"bn{l}"] = (bn_cache.mean, bn_cache.var)
             activated, act_cache = forward_act(z, out=z)
             a = activated
+            if self._has_bn(l) and self._bn_after:
+                a, bn_cache = layers.batchnorm_forward(
+                    activated, p[f"bn{l}.gamma"], p[f"bn{l}.beta"], BN_EPS,
+                    out=buffers.bn_out[l], centered_out=buffers.centered[l],
+                )
+            if bn_cache is not None:
+                batch_stats[f"bn{l}"] = (bn_cache.mean, bn_cache.var)
             if masks is not None:
                 a, _ = layers.dropout_forward(a, masks[l - 1], out=buffers.dropped(l))
             caches.append((dense_cache, bn_cache, act_cache, activated))
@@ -235,7 +302,8 @@ class Network:
         cost += layers.l2_penalty((p[k] for k in self.weight_keys), l2, m)
         cost += layers.l1_penalty((p[k] for k in self.weight_keys), l1, m)
         # 3) backward, output layer first; each step writes over a spent cache
-        #    (the activation's gradient over its output, BatchNorm's over z − μ)
+        #    (the activation's gradient over its output, BatchNorm's over its
+        #    input minus μ)
         grads = buffers.grads
         da, _, _ = layers.dense_backward(
             dlogits, out_cache, out=(buffers.da[L - 1], grads[f"fc{L}.W"], grads[f"fc{L}.b"])
@@ -244,8 +312,11 @@ class Network:
             dense_cache, bn_cache, act_cache, activated = caches[l - 1]
             if masks is not None:
                 da = layers.dropout_backward(da, masks[l - 1], out=da)
+            if bn_cache is not None and self._bn_after:
+                da, _, _ = layers.batchnorm_backward(da, bn_cache, out=(
+                    bn_cache.centered, grads[f"bn{l}.gamma"], grads[f"bn{l}.beta"]))
             dz = backward_act(da, act_cache, out=activated)
-            if bn_cache is not None:
+            if bn_cache is not None and not self._bn_after:
                 dz, _, _ = layers.batchnorm_backward(dz, bn_cache, out=(
                     bn_cache.centered, grads[f"bn{l}.gamma"], grads[f"bn{l}.beta"]))
             da, _, _ = layers.dense_backward(dz, dense_cache, input_grad=l > 1, out=(
@@ -286,25 +357,31 @@ class Network:
     def _forward_with_stats(self, X, mode):
         if mode not in ("inference", "train"):
             raise ValueError(f"mode must be 'inference' or 'train', got {mode!r}")
-        p, b = self.params, self.buffers
+        p = self.params
         forward_act, _ = layers.ACTIVATIONS[self.arch.activation]
         stats = {}
         a = X
         for l in range(1, self.n_layers):
-            z, _ = layers.dense_forward(a, p[f"fc{l}.W"], p.get(f"fc{l}.b"))
-            if self._has_bn(l):
-                gamma, beta = p[f"bn{l}.gamma"], p[f"bn{l}.beta"]
-                if mode == "train":
-                    z, cache = layers.batchnorm_forward(z, gamma, beta, BN_EPS)
-                    stats[f"bn{l}"] = (cache.mean, cache.var)
-                else:
-                    z = layers.batchnorm_inference(
-                        z, gamma, beta, b[f"bn{l}.running_mean"], b[f"bn{l}.running_var"], BN_EPS
-                    )
-            a, _ = forward_act(z)
+            a, _ = layers.dense_forward(a, p[f"fc{l}.W"], p.get(f"fc{l}.b"))
+            if self._has_bn(l) and not self._bn_after:
+                a = self._normalise(l, a, mode, stats)
+            a, _ = forward_act(a)
+            if self._has_bn(l) and self._bn_after:
+                a = self._normalise(l, a, mode, stats)
         L = self.n_layers
         logits, _ = layers.dense_forward(a, p[f"fc{L}.W"], p[f"fc{L}.b"])
         return logits, stats
+
+    def _normalise(self, l, x, mode, stats):
+        """Layer l's BatchNorm of x in ``mode``; in "train" mode x's (μ, σ²) go into stats."""
+        gamma, beta = self.params[f"bn{l}.gamma"], self.params[f"bn{l}.beta"]
+        if mode == "train":
+            out, cache = layers.batchnorm_forward(x, gamma, beta, BN_EPS)
+            stats[f"bn{l}"] = (cache.mean, cache.var)
+            return out
+        running_mean = self.buffers[f"bn{l}.running_mean"]
+        running_var = self.buffers[f"bn{l}.running_var"]
+        return layers.batchnorm_inference(x, gamma, beta, running_mean, running_var, BN_EPS)
 
     def predict(self, X, mode="inference"):
         """Class ids (m,)."""
@@ -321,7 +398,8 @@ class Network:
         return accuracy, float(cost)
 
     def population_stats(self, X):
-        """The true μ and σ² of every BN layer's z over a whole data set.
+        """The true μ and σ² of what every BN layer normalises (z, or a if BN follows
+        the activation) over a whole data set.
 
         Each layer is normalised with the statistics of the whole set (a
         training-mode pass with the entire set as one batch) using the current
@@ -389,10 +467,12 @@ class _StepBuffers:
 
     ``Network.loss_and_grads`` runs on a fresh instance per call by default and
     on one kept instance with ``reuse_buffers=True``. Per hidden layer l (n units):
-    ``z[l]`` (m, n) the dense output, centred in place by BatchNorm;
-    ``bn_out[l]`` (m, n) BatchNorm's output, activated in place; ``da[l]`` (m, n)
-    the gradient flowing into layer l's output. ``z[L]`` holds the logits, then
-    dlogits. ``grads``, back to back like the params, is what the step returns.
+    ``z[l]`` (m, n) the dense output; ``bn_out[l]`` (m, n) BatchNorm's output;
+    ``da[l]`` (m, n) the gradient flowing into layer l's output. With BatchNorm
+    before the activation, z[l] is centred in place and bn_out[l] activated in
+    place; after it, z[l] is activated in place and ``centered[l]`` (m, n) holds
+    the activation minus its batch mean. ``z[L]`` holds the logits, then dlogits.
+    ``grads``, back to back like the params, is what the step returns.
     """
 
     def __init__(self, net: Network, batch_size: int):
@@ -405,6 +485,8 @@ class _StepBuffers:
         self.z[net.n_layers] = np.empty((m, sizes[-1]), dtype, order="F")
         self.bn_out = {l: np.empty((m, sizes[l]), dtype) for l in range(1, net.n_layers)
                        if net._has_bn(l)}
+        self.centered = {l: np.empty_like(self.bn_out[l]) for l in self.bn_out
+                         if net._bn_after}
         self.da = {l: np.empty((m, sizes[l]), dtype) for l in range(1, net.n_layers)}
         self.grads = _back_to_back(net.params, dtype)
         self._dropped: dict[int, np.ndarray] = {}

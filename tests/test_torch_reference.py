@@ -7,7 +7,8 @@ Compared here:
 2. ``layers.softmax_cross_entropy`` against ``torch.nn.functional.cross_entropy``
    (mean reduction), huge logits included.
 3. A whole ``Network`` (Linear without bias + BatchNorm1d + activation per hidden
-   layer, Linear with bias at the output) in training mode: cost, every
+   layer, or Linear with bias + activation + BatchNorm1d with BatchNorm after
+   the activation; Linear with bias at the output) in training mode: cost, every
    gradient, and the running statistics after one step.
 4. The same network in inference mode against ``model.eval()``.
 5. The activations ELU, SELU and sigmoid against ``F.elu``, ``F.selu`` and
@@ -137,14 +138,15 @@ TORCH_ACT = {
 }
 
 
-def make_pair(activation, seed=3):
-    """A Network with random γ, β and output bias, and the same model in torch.
+def make_pair(activation, seed=3, bn_position="before"):
+    """A Network with random γ, β and biases, and the same model in torch.
 
     Returns ``(net, model, linears, bns)`` with ``linears[l-1]`` the torch
     counterpart of ``fc{l}`` and ``bns[l-1]`` that of ``bn{l}``.
     """
     arch = Architecture(
-        n_features=8, hidden=(16, 12), n_classes=4, activation=activation, batchnorm=True
+        n_features=8, hidden=(16, 12), n_classes=4, activation=activation, batchnorm=True,
+        bn_position=bn_position,
     )
     net = Network(arch, seed=seed)
     rng = np.random.default_rng(seed + 100)
@@ -159,12 +161,14 @@ def make_pair(activation, seed=3):
     modules, linears, bns = [], [], []
     for l in range(1, n_layers + 1):
         last = l == n_layers
-        lin = nn.Linear(sizes[l - 1], sizes[l], bias=last, dtype=torch.float64)
+        bias = last or bn_position == "after"
+        lin = nn.Linear(sizes[l - 1], sizes[l], bias=bias, dtype=torch.float64)
         modules.append(lin)
         linears.append(lin)
         if not last:
             bn = nn.BatchNorm1d(sizes[l], eps=BN_EPS, momentum=0.1, dtype=torch.float64)
-            modules += [bn, TORCH_ACT[activation]()]
+            act = TORCH_ACT[activation]()
+            modules += [bn, act] if bn_position == "before" else [act, bn]
             bns.append(bn)
     model = nn.Sequential(*modules)
 
@@ -188,15 +192,16 @@ def batch(m=32, n_features=8, n_classes=4, seed=7):
     return X, y
 
 
+@pytest.mark.parametrize("bn_position", ["before", "after"])
 @pytest.mark.parametrize("activation", sorted(TORCH_ACT))
-def test_network_training_step_matches_torch(activation):
+def test_network_training_step_matches_torch(activation, bn_position):
     """One training-mode forward/backward: cost, every gradient, running stats.
 
     Running means agree exactly (β = 0.9 here is torch's momentum = 0.1).
     Running variances differ by design: ours is 0.9·1 + 0.1·σ²_biased, torch's
     0.9·1 + 0.1·σ²_unbiased with σ²_unbiased = m/(m − 1)·σ²_biased.
     """
-    net, model, linears, bns = make_pair(activation)
+    net, model, linears, bns = make_pair(activation, bn_position=bn_position)
     X, y = batch()
     m = X.shape[0]
     assert set(net.buffers) == {
@@ -237,7 +242,7 @@ def test_network_training_step_matches_torch(activation):
         assert grads[k].shape == g.shape, k
         close(grads[k], g, err_msg=k)
 
-    # batch statistics of each BN layer's input z = a·W
+    # batch statistics of each BN layer's input: z = a·W, or g(a·W + b) after
     assert set(batch_stats) == {"bn1", "bn2"}
     for l in (1, 2):
         z = bn_inputs[l]
@@ -265,10 +270,11 @@ def test_network_training_step_matches_torch(activation):
         assert np.all(ours_var < bn.running_var.numpy())
 
 
+@pytest.mark.parametrize("bn_position", ["before", "after"])
 @pytest.mark.parametrize("activation", sorted(TORCH_ACT))
 @pytest.mark.parametrize("stats", ["after_one_step", "random"])
-def test_network_inference_matches_torch_eval(activation, stats):
-    net, model, linears, bns = make_pair(activation)
+def test_network_inference_matches_torch_eval(activation, stats, bn_position):
+    net, model, linears, bns = make_pair(activation, bn_position=bn_position)
     X, y = batch()
     if stats == "after_one_step":
         _, _, batch_stats = net.loss_and_grads(X, y)
