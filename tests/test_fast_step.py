@@ -238,7 +238,7 @@ def test_whole_span_update_equals_the_per_param_update(name, dtype):
         assert np.array_equal(a["moments"][key], b["moments"][key]), key
 
 
-@pytest.mark.parametrize("name", ["rmsprop", "adam"])
+@pytest.mark.parametrize("name", ["nesterov", "rmsprop", "adam"])
 def test_a_chunked_span_update_equals_the_per_param_update(name, monkeypatch):
     """Long spans are updated chunk by chunk (uneven last chunk here): same numbers."""
     monkeypatch.setattr(optim, "CHUNK_ABOVE", 50)
@@ -255,7 +255,7 @@ def test_a_chunked_span_update_equals_the_per_param_update(name, monkeypatch):
         assert np.array_equal(net.params[key], separate_params[key]), key
 
 
-@pytest.mark.parametrize("name", ["momentum", "adam"])
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "adam"])
 def test_whole_span_update_continues_a_loaded_or_separate_state_bit_for_bit(name):
     """Moments built per param (or loaded) are packed into the span with their values."""
     net = make_net()
