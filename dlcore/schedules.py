@@ -9,9 +9,9 @@
     piecewise      α0 · factors[i],  i = how many boundaries are ≤ epoch
 
 Every schedule is affine in α0 (the trainer re-anchors one by evaluating it at α0 = 1
-and 2). ``epoch`` is a number ≥ 0 and may be fractional (the trainer passes steps / steps per
-epoch). A schedule keeps no counter: the trainer owns the one step counter and the
-anchor (α0, epoch offset) a schedule is applied from.
+and 2). ``epoch`` is a number ≥ 0 and may be fractional (the trainer passes steps /
+steps per epoch). A schedule keeps no counter: the trainer owns the one step counter
+and the anchor (α0, epoch offset) a schedule is applied from.
 
     >>> schedule = make_schedule("staircase", factor=0.5, every=10)
     >>> schedule(0.1, 25)
@@ -69,8 +69,9 @@ def _piecewise(alpha0: float, epoch: float, *, boundaries: tuple[float, ...],
     already applies. Keras' ``PiecewiseConstantDecay`` closes them on the right
     (``step <= boundaries[0]`` still gets ``values[0]``), counts optimizer steps
     rather than epochs, and holds absolute learning rates. Here the factors are
-    relative to α0, so the schedule composes with a live α change: the trainer
-    re-anchors α0 and the same steps follow, scaled.
+    relative to α0, so the schedule is affine in α0 and composes with a live α
+    change: the trainer re-anchors it there (α0 = α_new / factors[0], epochs
+    counted from the change) and the same steps follow, scaled to the new α.
     """
     return alpha0 * factors[bisect.bisect_right(boundaries, epoch)]
 
