@@ -218,7 +218,7 @@ def tanh_backward(da, cache, out=None):
     return np.multiply(da, grad, out=grad)
 
 
-ELU_ALPHA = 1.0
+ELU_ALPHA = 1.0  # elu_backward's branch-free min(a + 1, 1) holds for α = 1 only
 # SELU's constants (Klambauer et al. 2017): with them and N(0, 1/n_in) weights, unit
 # mean and variance are a fixed point of each layer.
 SELU_SCALE = 1.0507009873554804934193349852946  # λ
