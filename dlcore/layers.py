@@ -71,7 +71,7 @@ class BatchNormCache(NamedTuple):
     var: np.ndarray  # (n,)  batch σ² (biased, 1/m)
 
 
-def batchnorm_forward(z, gamma, beta, eps=1e-5, out=None, overwrite_z=False):
+def batchnorm_forward(z, gamma, beta, eps=1e-5, out=None, overwrite_z=False, centered_out=None):
     """BatchNorm in training mode, normalising each unit over the mini-batch.
 
     z: (m, n), gamma: (n,), beta: (n,), out: (m, n) or None::
@@ -86,7 +86,9 @@ def batchnorm_forward(z, gamma, beta, eps=1e-5, out=None, overwrite_z=False):
     μ and σ² are returned in the cache (``cache.mean``, ``cache.var``) so the
     caller can update those estimates; this function changes nothing unless
     ``overwrite_z``: then z itself is centred in place and becomes
-    ``cache.centered``, saving an (m, n) array.
+    ``cache.centered``, saving an (m, n) array. ``centered_out`` names another
+    (m, n) array to hold z − μ instead, for when z must survive (BatchNorm after
+    the activation: z is then the activation's output, which its backward needs).
 
     z_norm is never stored: ``out = (z − μ)·(γ/√(σ²+ε)) + β`` and the backward
     pass works from z − μ, which saves a pass over (m, n) each way.
@@ -94,7 +96,7 @@ def batchnorm_forward(z, gamma, beta, eps=1e-5, out=None, overwrite_z=False):
     m = z.shape[0]
     mean = np.add.reduce(z, axis=0)
     mean /= m
-    centered = np.subtract(z, mean, out=z if overwrite_z else None)
+    centered = np.subtract(z, mean, out=z if overwrite_z else centered_out)
     var = np.einsum("ij,ij->j", centered, centered)
     var /= m
     inv_std = np.sqrt(var + eps)
@@ -164,9 +166,9 @@ def update_running_stats(running_mean, running_var, batch_mean, batch_var, momen
 # ---------------------------------------------------------------------------
 
 
-# Every activation's cache is its output a (for ReLU and leaky ReLU, a > 0
-# exactly where z > 0), so a forward pass may run in place (out=z) and a
-# backward pass may write its result over the spent cache (out=a).
+# Every activation's cache is its output a, from which its derivative can be written
+# (for the ReLUs and ELUs a > 0 exactly where z > 0), so a forward pass may run in
+# place (out=z) and a backward pass may write its result over the spent cache (out=a).
 
 
 def relu_forward(z, out=None):
@@ -216,10 +218,99 @@ def tanh_backward(da, cache, out=None):
     return np.multiply(da, grad, out=grad)
 
 
+ELU_ALPHA = 1.0  # elu_backward's branch-free min(a + 1, 1) holds for α = 1 only
+# SELU's constants (Klambauer et al. 2017): with them and N(0, 1/n_in) weights, unit
+# mean and variance are a fixed point of each layer.
+SELU_SCALE = 1.0507009873554804934193349852946  # λ
+SELU_ALPHA = 1.6732632423543772848170429916717  # α
+
+
+def _exponential_linear(z, alpha, out):
+    """z where z ≥ 0, α(eᶻ − 1) where z < 0; into ``out`` (which may be z) or a new array."""
+    negative = z < 0.0  # before a possibly in-place copy overwrites z
+    a = np.copy(z) if out is None else out
+    if a is not z:
+        np.copyto(a, z)
+    # Only where z < 0: eᶻ of a large positive z would overflow, and expm1 keeps
+    # eᶻ − 1 exact near 0.
+    np.expm1(a, out=a, where=negative)
+    np.multiply(a, alpha, out=a, where=negative)
+    return a
+
+
+def elu_forward(z, out=None):
+    """a = z if z > 0 else α(eᶻ − 1), α = 1; z: (m, n).
+
+    Smooth at 0 (for α = 1) and negative for z < 0, which pulls the mean activation
+    towards 0 where ReLU's stays positive; saturates at −α for large negative z.
+    """
+    a = _exponential_linear(z, ELU_ALPHA, out)
+    return a, a
+
+
+def elu_backward(da, cache, out=None):
+    """da · (1 if a > 0 else a + α); out may be the cache a, never da."""
+    # eᶻ = (a + α)/α for z < 0. With α = 1 the derivative is min(a + 1, 1): a + 1 > 1
+    # exactly where a > 0. One branch-free pass, no mask.
+    grad = np.add(cache, ELU_ALPHA, out=out)
+    np.minimum(grad, 1.0, out=grad)
+    return np.multiply(da, grad, out=grad)
+
+
+def selu_forward(z, out=None):
+    """a = λz if z > 0 else λα(eᶻ − 1), with λ ≈ 1.0507, α ≈ 1.6733 (``SELU_SCALE``/``_ALPHA``).
+
+    Meant for self-normalising nets *without* BatchNorm: with ``init="xavier"``
+    (N(0, 1/n_in), LeCun's) activations drift towards mean 0 and variance 1 on their
+    own. Behind BatchNorm that property is moot.
+    """
+    a = _exponential_linear(z, SELU_ALPHA, out)
+    a *= SELU_SCALE
+    return a, a
+
+
+def selu_backward(da, cache, out=None):
+    """da · (λ if a > 0 else a + λα); out may be the cache a, never da."""
+    positive = cache > 0.0  # before out (maybe the cache) is overwritten
+    grad = np.add(cache, SELU_SCALE * SELU_ALPHA, out=out)  # λα·eᶻ for z < 0
+    np.copyto(grad, SELU_SCALE, where=positive)
+    return np.multiply(da, grad, out=grad)
+
+
+def sigmoid_forward(z, out=None):
+    """a = 1/(1 + e⁻ᶻ); z: (m, n).
+
+    A poor hidden activation: it saturates (σ' ≤ 1/4, ≈ 0 for |z| ≳ 10, so gradients
+    shrink through every layer) and its outputs are all positive (not zero-centred).
+    """
+    # a = exp(−softplus(−z)), softplus(x) = log(1 + eˣ) = logaddexp(0, x): no e^|z| is
+    # ever formed, so z = ±1000 neither overflows nor warns, and small a keeps its
+    # relative accuracy (1 − σ(−z) would not).
+    a = np.negative(z, out=out)
+    np.logaddexp(0.0, a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    return a, a
+
+
+def sigmoid_backward(da, cache, out=None):
+    """da · a(1 − a); out may be the cache a, never da."""
+    # a(1 − a) = 1/4 − (a − 1/2)²: a chain of one-input passes, so it can run in place
+    # over a. Exact to ~1e-17 absolute (as tanh's 1 − a²); only where σ' < ~1e-12,
+    # a unit that passes no gradient anyway, is its relative error large.
+    grad = np.subtract(cache, 0.5, out=out)
+    np.multiply(grad, grad, out=grad)
+    np.subtract(0.25, grad, out=grad)
+    return np.multiply(da, grad, out=grad)
+
+
 ACTIVATIONS = {
     "relu": (relu_forward, relu_backward),
     "leaky_relu": (leaky_relu_forward, leaky_relu_backward),
     "tanh": (tanh_forward, tanh_backward),
+    "elu": (elu_forward, elu_backward),
+    "selu": (selu_forward, selu_backward),
+    "sigmoid": (sigmoid_forward, sigmoid_backward),
 }
 
 
@@ -252,7 +343,7 @@ def dropout_backward(da, cache, out=None):
 
 
 # ---------------------------------------------------------------------------
-# Softmax, cross-entropy and L2
+# Softmax, cross-entropy, L2 and L1
 # ---------------------------------------------------------------------------
 
 
@@ -305,3 +396,28 @@ def l2_penalty(weights, lam, m):
 def l2_grad(W, lam, m, out=None):
     """(λ/m)·W; out: an array shaped like W, or None."""
     return np.multiply(W, lam / m, out=out)
+
+
+def l1_penalty(weights, lam, m):
+    """L1 regularisation ``λ/(2m) · Σ_l ‖W_l‖₁`` (the sum of every |w|) over the given weights.
+
+    weights: iterable of arrays; m: the mini-batch size. The same λ/(2m) scale as
+    :func:`l2_penalty`, so one λ means the same strength at ‖W‖ ≈ 1. Its gradient,
+    ``λ/(2m)·sign(W)`` (see :func:`l1_grad`), pulls every weight towards 0 by the
+    same amount however small it is: L1 drives weights to exactly 0 (sparse W),
+    where L2's pull, proportional to W, fades as W shrinks.
+    """
+    if lam == 0.0:
+        return 0.0
+    # |W| is a temporary the size of W: numpy has no reduction of |w| that avoids it.
+    return lam / (2.0 * m) * sum(float(np.add.reduce(np.abs(W), axis=None)) for W in weights)
+
+
+def l1_grad(W, lam, m, out=None):
+    """(λ/(2m))·sign(W), with sign(0) = 0 (the subgradient that leaves zeros at 0).
+
+    out: an array shaped like W, or None.
+    """
+    grad = np.sign(W, out=out)
+    grad *= lam / (2.0 * m)
+    return grad

@@ -1,10 +1,11 @@
-"""Gradient-descent optimizers: GD, momentum, RMSprop and Adam, in place on numpy arrays.
+"""Gradient-descent optimizers: GD, momentum, Nesterov, RMSprop and Adam, in place on numpy arrays.
 
 Every optimizer updates a dict of parameters ``params: name -> ndarray`` from a dict of
 gradients with exactly the same keys and shapes (course notes, week 2)::
 
     gd        W -= α dW
     momentum  v = β v + (1−β) dW                 W -= α v
+    nesterov  v = β v + (1−β) dW                 W -= α ((1−β) dW + β v)
     rmsprop   s = β2 s + (1−β2) dW²              W -= α dW / (√s + ε)
     adam      v = β1 v + (1−β1) dW               v̂ = v / (1−β1^t)
               s = β2 s + (1−β2) dW²              ŝ = s / (1−β2^t)
@@ -44,6 +45,7 @@ __all__ = [
     "GD",
     "Adam",
     "Momentum",
+    "Nesterov",
     "Optimizer",
     "RMSprop",
     "flat_span",
@@ -434,6 +436,42 @@ class Momentum(Optimizer):
         param -= scratch
 
 
+class Nesterov(Optimizer):
+    """Nesterov momentum, with the course's (1−β) scaling::
+
+        v = β v + (1−β) dW
+        W -= α ((1−β) dW + β v)          (the v just updated)
+
+    It steps with the gradient "looking ahead" along the velocity: the update is
+    the v of the *next* step if the gradient stayed dW. The same as
+    ``torch.optim.SGD(momentum=β, nesterov=True, dampening=0)`` with
+    ``lr = α(1−β)`` (torch's buffer is v/(1−β)). Its moment is momentum's ``v``,
+    the same average of the same gradients, so the state of one loads into the other.
+    """
+
+    name = "nesterov"
+    hparam_names = ("beta",)
+    moment_names = ("v",)
+
+    def __init__(self, lr: float, beta: float = 0.9):
+        super().__init__(lr)
+        self.beta = _check_beta("beta", beta)
+
+    def _update(self, param, grad, moments, scratch) -> None:
+        (velocity,) = moments
+        # (1−β) dW + β v_new = v_new + β (v_new − v_old): with the change Δ of v kept
+        # in scratch, the update needs no second work array.
+        # 1) Δ = (1−β)(dW − v);  v += Δ, i.e. v = β v + (1−β) dW
+        np.subtract(grad, velocity, out=scratch)
+        scratch *= 1.0 - self.beta
+        velocity += scratch
+        # 2) W -= α (v + β Δ)
+        scratch *= self.beta
+        scratch += velocity
+        scratch *= self.lr
+        param -= scratch
+
+
 class RMSprop(Optimizer):
     """RMSprop: ``s = β2 s + (1−β2) dW²;  W -= α dW / (√s + ε)``.
 
@@ -514,7 +552,7 @@ class Adam(Optimizer):
 
 
 _OPTIMIZER_CLASSES: dict[str, type[Optimizer]] = {
-    cls.name: cls for cls in (GD, Momentum, RMSprop, Adam)
+    cls.name: cls for cls in (GD, Momentum, Nesterov, RMSprop, Adam)
 }
 
 #: Names accepted by make_optimizer, in the order the course introduces them.
@@ -522,9 +560,9 @@ OPTIMIZERS: tuple[str, ...] = tuple(_OPTIMIZER_CLASSES)
 
 
 def make_optimizer(name: str, lr: float, **hparams: float) -> Optimizer:
-    """Build the optimizer ``name`` ("gd", "momentum", "rmsprop", "adam") with α = ``lr``.
+    """Build the optimizer ``name`` (one of ``OPTIMIZERS``) with α = ``lr``.
 
-    hparams: ``beta`` (momentum); ``beta2``, ``eps`` (rmsprop); ``beta1``, ``beta2``,
+    hparams: ``beta`` (momentum, nesterov); ``beta2``, ``eps`` (rmsprop); ``beta1``, ``beta2``,
     ``eps`` (adam); omitted ones take their defaults (β 0.9, β1 0.9, β2 0.999, ε 1e-8).
     Unknown names or out-of-range values raise ValueError.
     """
@@ -546,22 +584,30 @@ _FORMULAS = {
 v_{dW} &= \beta\, v_{dW} + (1-\beta)\, dW \\
 W &:= W - \alpha\, v_{dW}
 \end{aligned}""",
+    "nesterov": r"""\begin{aligned}
+v_{dW} &= \beta\, v_{dW} + (1-\beta)\, dW \\
+W &:= W - \alpha \left((1-\beta)\, dW + \beta\, v_{dW}\right)
+\end{aligned}""",
     "rmsprop": r"""\begin{aligned}
 s_{dW} &= \beta_2\, s_{dW} + (1-\beta_2)\, dW^2 \\
 W &:= W - \alpha \frac{dW}{\sqrt{s_{dW}} + \varepsilon}
 \end{aligned}""",
     "adam": r"""\begin{aligned}
-v_{dW} &= \beta_1 v_{dW} + (1-\beta_1)\, dW &
+v_{dW} &= \beta_1 v_{dW} + (1-\beta_1)\, dW \\
 s_{dW} &= \beta_2 s_{dW} + (1-\beta_2)\, dW^2 \\
-\hat v_{dW} &= \frac{v_{dW}}{1-\beta_1^t} &
-\hat s_{dW} &= \frac{s_{dW}}{1-\beta_2^t} \\
+\hat v_{dW} &= \frac{v_{dW}}{1-\beta_1^t}, \quad
+\hat s_{dW} = \frac{s_{dW}}{1-\beta_2^t} \\
 W &:= W - \alpha \frac{\hat v_{dW}}{\sqrt{\hat s_{dW}} + \varepsilon}
 \end{aligned}""",
 }
 
 
 def optimizer_formula(name: str) -> str:
-    """The update rule of optimizer ``name`` as LaTeX (for ``st.latex``)."""
+    """The update rule of optimizer ``name`` as LaTeX (for ``st.latex``).
+
+    One relation per line, at most ~45 characters of rendered math each, so that
+    it fits a narrow (380 px) sidebar.
+    """
     if name not in _FORMULAS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
     return _FORMULAS[name]

@@ -6,10 +6,12 @@
     inverse_sqrt   α0 · k / √max(epoch, 1)
     staircase      α0 · factor^⌊epoch / every⌋
     polynomial     (α0 − end) · (1 − min(epoch, total) / total)^power + end
+    piecewise      α0 · factors[i],  i = how many boundaries are ≤ epoch
 
-``epoch`` is a number ≥ 0 and may be fractional (the trainer passes steps / steps per
-epoch). A schedule keeps no counter: the trainer owns the one step counter and the
-anchor (α0, epoch offset) a schedule is applied from.
+Every schedule is affine in α0 (the trainer re-anchors one by evaluating it at α0 = 1
+and 2). ``epoch`` is a number ≥ 0 and may be fractional (the trainer passes steps /
+steps per epoch). A schedule keeps no counter: the trainer owns the one step counter
+and the anchor (α0, epoch offset) a schedule is applied from.
 
     >>> schedule = make_schedule("staircase", factor=0.5, every=10)
     >>> schedule(0.1, 25)
@@ -20,6 +22,8 @@ anchor (α0, epoch offset) a schedule is applied from.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,10 +60,26 @@ def _polynomial(alpha0: float, epoch: float, *, end: float, total: float, power:
     return (alpha0 - end) * remaining**power + end
 
 
+def _piecewise(alpha0: float, epoch: float, *, boundaries: tuple[float, ...],
+               factors: tuple[float, ...]) -> float:
+    """α0·factors[i] on the i-th interval: [0, b₀) → factors[0], [b₀, b₁) → factors[1],
+    ..., [b_last, ∞) → factors[-1].
+
+    Intervals are closed on the left: at epoch == boundaries[i] the next factor
+    already applies. Keras' ``PiecewiseConstantDecay`` closes them on the right
+    (``step <= boundaries[0]`` still gets ``values[0]``), counts optimizer steps
+    rather than epochs, and holds absolute learning rates. Here the factors are
+    relative to α0, so the schedule is affine in α0 and composes with a live α
+    change: the trainer re-anchors it there (α0 = α_new / factors[0], epochs
+    counted from the change) and the same steps follow, scaled to the new α.
+    """
+    return alpha0 * factors[bisect.bisect_right(boundaries, epoch)]
+
+
 @dataclass(frozen=True)
 class _Kind:
     formula: Callable[..., float]
-    defaults: dict[str, float]
+    defaults: dict[str, Any]
     latex: str
 
 
@@ -90,6 +110,14 @@ _KINDS: dict[str, _Kind] = {
         r"\alpha = (\alpha_0 - \text{end}) \left(1 - \frac{\min(\text{epoch}, \text{total})}"
         r"{\text{total}}\right)^{\text{power}} + \text{end}",
     ),
+    "piecewise": _Kind(
+        _piecewise,
+        {"boundaries": (10.0, 20.0), "factors": (1.0, 0.1, 0.01)},
+        r"""\begin{aligned}
+\alpha &= \alpha_0 \cdot \text{factors}[i] \\
+i &= \#\{\, b \in \text{boundaries} : b \le \text{epoch} \,\}
+\end{aligned}""",
+    ),
 }
 
 #: Names accepted by make_schedule.
@@ -108,6 +136,13 @@ _PARAM_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "power": (lambda x: x > 0, "> 0"),
 }
 
+# Parameters that are sequences of numbers: the range of each element.
+_SEQUENCE_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "boundaries": (lambda x: x > 0, "> 0"),
+    "factors": (lambda x: 0 < x <= 1, "in (0, 1]"),
+}
+MAX_BOUNDARIES = 100
+
 
 def _check_finite_number(name: str, value: Any) -> float | int:
     """Return ``value`` as a Python int or float (so it serialises to JSON), if finite."""
@@ -119,29 +154,68 @@ def _check_finite_number(name: str, value: Any) -> float | int:
     return number
 
 
+def _check_sequence(name: str, value: Any) -> tuple[float, ...]:
+    """``value`` (a list, tuple or 1-D array of finite numbers in range) as floats."""
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        raise ValueError(f"{name} must be a list of numbers, got {value!r}")
+    is_valid, requirement = _SEQUENCE_RULES[name]
+    numbers = []
+    for i, element in enumerate(value):
+        number = float(_check_finite_number(f"{name}[{i}]", element))
+        if not is_valid(number):
+            raise ValueError(f"{name}[{i}] must be {requirement}, got {number}")
+        numbers.append(number)
+    return tuple(numbers)
+
+
+def _check_pieces(boundaries: tuple[float, ...], factors: tuple[float, ...]) -> None:
+    """Raise ValueError unless the piecewise schedule's sequences fit together."""
+    if not 1 <= len(boundaries) <= MAX_BOUNDARIES:
+        raise ValueError(
+            f"boundaries must hold 1 to {MAX_BOUNDARIES} epochs, got {len(boundaries)}: "
+            f"{list(boundaries)}"
+        )
+    if any(b >= c for b, c in itertools.pairwise(boundaries)):
+        raise ValueError(f"boundaries must be strictly increasing, got {list(boundaries)}")
+    if len(factors) != len(boundaries) + 1:
+        raise ValueError(
+            f"factors needs len(boundaries) + 1 = {len(boundaries) + 1} values, "
+            f"got {len(factors)}: {list(factors)}"
+        )
+
+
 class Schedule:
     """A learning-rate schedule: ``schedule(alpha0, epoch) -> alpha``.
 
-    ``name`` and ``params`` (every keyword parameter, defaults filled in; plain ints and
-    floats) are all there is to it: ``make_schedule(s.name, **s.params)`` rebuilds it.
+    ``name`` and ``params`` (every keyword parameter, defaults filled in; plain ints,
+    floats and lists of floats) are all there is to it:
+    ``make_schedule(s.name, **s.params)`` rebuilds it, also after a JSON round trip.
     Build one with :func:`make_schedule`.
     """
 
     __slots__ = ("_kind", "_name", "_params")
 
-    def __init__(self, name: str, params: dict[str, float]):
+    def __init__(self, name: str, params: dict[str, Any]):
         self._name = name
         self._kind = _KINDS[name]
-        self._params = dict(params)
+        # sequences as tuples: immutable, so a schedule stays hashable and unchanged
+        self._params = {
+            key: tuple(value) if isinstance(value, (list, tuple)) else value
+            for key, value in params.items()
+        }
 
     @property
     def name(self) -> str:
         return self._name
 
     @property
-    def params(self) -> dict[str, float]:
-        """A copy of the keyword parameters, e.g. ``{"factor": 0.5, "every": 10}``."""
-        return dict(self._params)
+    def params(self) -> dict[str, Any]:
+        """A copy of the keyword parameters, JSON-native: e.g. ``{"factor": 0.5, "every":
+        10}``, or ``{"boundaries": [10.0, 20.0], "factors": [1.0, 0.1, 0.01]}``."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in self._params.items()
+        }
 
     def __call__(self, alpha0: float, epoch: float) -> float:
         """α at ``epoch`` (≥ 0, may be fractional) for a starting learning rate ``alpha0`` > 0."""
@@ -162,17 +236,20 @@ class Schedule:
         return hash((self.name, tuple(sorted(self._params.items()))))
 
     def __repr__(self) -> str:
-        settings = "".join(f", {key}={value!r}" for key, value in self._params.items())
+        settings = "".join(f", {key}={value!r}" for key, value in self.params.items())
         return f"make_schedule({self.name!r}{settings})"
 
 
-def make_schedule(name: str, **params: float) -> Schedule:
+def make_schedule(name: str, **params: Any) -> Schedule:
     """Build schedule ``name`` (one of ``SCHEDULES``); omitted parameters take defaults.
 
     Parameters and defaults: inverse_time ``decay_rate=1.0, interval=1``; exponential
     ``base=0.95``; inverse_sqrt ``k=1.0``; staircase ``factor=0.5, every=10``;
-    polynomial ``end=0.0, total=100, power=1.0``. Unknown names, unknown parameters,
-    non-finite or out-of-range values raise ValueError naming the value.
+    polynomial ``end=0.0, total=100, power=1.0``; piecewise ``boundaries=(10, 20),
+    factors=(1.0, 0.1, 0.01)`` (see :func:`_piecewise` for its half-open intervals):
+    1 to 100 strictly increasing epochs > 0, and one factor in (0, 1] more than
+    boundaries. Unknown names, unknown parameters, non-finite or out-of-range values
+    raise ValueError naming the value.
     """
     kind = _KINDS.get(name)
     if kind is None:
@@ -185,11 +262,17 @@ def make_schedule(name: str, **params: float) -> Schedule:
         )
     checked = {}
     for key, default in kind.defaults.items():
-        value = _check_finite_number(key, params.get(key, default))
+        value = params.get(key, default)
+        if key in _SEQUENCE_RULES:
+            checked[key] = _check_sequence(key, value)
+            continue
+        value = _check_finite_number(key, value)
         is_valid, requirement = _PARAM_RULES[key]
         if not is_valid(value):
             raise ValueError(f"{key} must be {requirement}, got {value}")
         checked[key] = value
+    if name == "piecewise":
+        _check_pieces(checked["boundaries"], checked["factors"])
     return Schedule(name, checked)
 
 

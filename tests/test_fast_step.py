@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 
 from dlcore import optim
+from dlcore.layers import ACTIVATIONS
 from dlcore.network import Architecture, Network
 from dlcore.optim import OPTIMIZERS, make_optimizer
 
 
-def make_net(dtype="float64", batchnorm=True, activation="relu", hidden=(12, 7), seed=0):
+def make_net(dtype="float64", batchnorm=True, activation="relu", hidden=(12, 7), seed=0,
+             bn_position="before"):
     arch = Architecture(n_features=9, hidden=hidden, n_classes=4, activation=activation,
-                        batchnorm=batchnorm, dtype=dtype)
+                        batchnorm=batchnorm, dtype=dtype, bn_position=bn_position)
     return Network(arch, seed=seed)
 
 
@@ -78,7 +80,7 @@ def test_reused_buffers_give_the_default_results_bit_for_bit(dtype, batchnorm, k
             assert np.array_equal(default_net.buffers[key], fast_net.buffers[key]), (step, key)
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu"])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_every_activation_gives_the_same_results(activation, dtype):
     default_net = make_net(dtype, activation=activation)
@@ -89,6 +91,42 @@ def test_every_activation_gives_the_same_results(activation, dtype):
         masks = default_net.dropout_masks(20, 0.8, rng)
         assert_results_equal(fast_net.loss_and_grads(X, y, 0.1, masks, reuse_buffers=True),
                              default_net.loss_and_grads(X, y, 0.1, masks))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_l1_gives_the_same_results(dtype, batchnorm):
+    default_net = make_net(dtype, batchnorm)
+    fast_net = make_net(dtype, batchnorm)
+    for step, m in enumerate([16, 16, 5]):
+        X, y = batch(m, dtype, seed=20 + step)
+        for l2, l1 in [(0.0, 0.3), (0.2, 0.3)]:
+            assert_results_equal(fast_net.loss_and_grads(X, y, l2, l1=l1, reuse_buffers=True),
+                                 default_net.loss_and_grads(X, y, l2, l1=l1))
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batchnorm_after_the_activation_gives_the_same_results(activation, dtype):
+    """BatchNorm after the activation, with dropout, L2 and L1, Adam and running
+    statistics, across batch-size changes: every step identical, bit for bit."""
+    default_net = make_net(dtype, activation=activation, bn_position="after")
+    fast_net = make_net(dtype, activation=activation, bn_position="after")
+    default_opt, fast_opt = make_optimizer("adam", 0.01), make_optimizer("adam", 0.01)
+    mask_rng = np.random.default_rng(6)
+    for step, m in enumerate([16, 16, 5, 33]):
+        X, y = batch(m, dtype, seed=30 + step)
+        masks = default_net.dropout_masks(m, 0.8, mask_rng)
+        expected = default_net.loss_and_grads(X, y, 0.1, masks, l1=0.05)
+        actual = fast_net.loss_and_grads(X, y, 0.1, masks, l1=0.05, reuse_buffers=True)
+        assert_results_equal(actual, expected)
+        default_opt.step(default_net.params, expected[1])
+        fast_opt.step(fast_net.params, actual[1])
+        default_net.update_running_stats(expected[2], 0.9)
+        fast_net.update_running_stats(actual[2], 0.9)
+        after_default, after_fast = default_net.state_arrays(), fast_net.state_arrays()
+        for key in after_default:
+            assert np.array_equal(after_default[key], after_fast[key]), (step, key)
 
 
 def test_default_results_are_fresh_and_reused_ones_are_overwritten():
@@ -144,13 +182,14 @@ def test_float64_data_on_a_float32_network_is_converted():
     assert_results_equal((cost, grads, stats), net.loss_and_grads(X.astype(np.float32), y))
 
 
-def test_a_fast_step_allocates_nothing_large():
+@pytest.mark.parametrize("bn_position", ["before", "after"])
+def test_a_fast_step_allocates_nothing_large(bn_position):
     """After the first step, no array near the size of a layer's activations is allocated.
 
     (Small things still are: (n,) statistics, and numpy's 32 kB iteration buffer
     for each broadcast operation; heap blocks that size are reused, not faulted in.)
     """
-    net = make_net(dtype="float32", hidden=(256, 128))
+    net = make_net(dtype="float32", hidden=(256, 128), bn_position=bn_position)
     optimizer = make_optimizer("adam", 1e-3)
     X, y = batch(256, "float32", seed=0)  # activations (256, 256) float32 = 256 kB
 
@@ -199,7 +238,7 @@ def test_whole_span_update_equals_the_per_param_update(name, dtype):
         assert np.array_equal(a["moments"][key], b["moments"][key]), key
 
 
-@pytest.mark.parametrize("name", ["rmsprop", "adam"])
+@pytest.mark.parametrize("name", ["nesterov", "rmsprop", "adam"])
 def test_a_chunked_span_update_equals_the_per_param_update(name, monkeypatch):
     """Long spans are updated chunk by chunk (uneven last chunk here): same numbers."""
     monkeypatch.setattr(optim, "CHUNK_ABOVE", 50)
@@ -216,7 +255,7 @@ def test_a_chunked_span_update_equals_the_per_param_update(name, monkeypatch):
         assert np.array_equal(net.params[key], separate_params[key]), key
 
 
-@pytest.mark.parametrize("name", ["momentum", "adam"])
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "adam"])
 def test_whole_span_update_continues_a_loaded_or_separate_state_bit_for_bit(name):
     """Moments built per param (or loaded) are packed into the span with their values."""
     net = make_net()

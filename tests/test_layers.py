@@ -1,6 +1,8 @@
 """Every backward function against a numerical gradient (float64), and the
 forward formulas against their definitions."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -92,6 +94,94 @@ def test_activation_gradients(name, rng):
     check_grads(forward, backward, [z], rng)
 
 
+SELU_SCALE, SELU_ALPHA = 1.0507009873554804934193349852946, 1.6732632423543772848170429916717
+DEFINITIONS = {  # activation -> (a(z), da/dz (z)) written out from the textbook formulas
+    "elu": (lambda z: np.where(z > 0, z, np.exp(z) - 1), lambda z: np.where(z > 0, 1, np.exp(z))),
+    "selu": (
+        lambda z: SELU_SCALE * np.where(z > 0, z, SELU_ALPHA * (np.exp(z) - 1)),
+        lambda z: SELU_SCALE * np.where(z > 0, 1, SELU_ALPHA * np.exp(z)),
+    ),
+    "sigmoid": (
+        lambda z: 1 / (1 + np.exp(-z)),
+        lambda z: np.exp(-z) / (1 + np.exp(-z)) ** 2,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEFINITIONS))
+def test_activation_matches_its_definition(name, rng):
+    forward, backward = layers.ACTIVATIONS[name]
+    definition, derivative = DEFINITIONS[name]
+    z = rng.standard_normal((40, 7)) * 3
+    da = rng.standard_normal(z.shape)
+    a, cache = forward(z)
+    np.testing.assert_allclose(a, definition(z), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(backward(da, cache), da * derivative(z), rtol=1e-11, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(DEFINITIONS))
+def test_new_activation_gradients_in_the_tails(name, rng):
+    """Gradient check where sigmoid saturates and the ELUs' exponential branch flattens."""
+    forward, backward = layers.ACTIVATIONS[name]
+    z = rng.standard_normal((6, 5)) * 6
+    z[np.abs(z) < 1e-3] = 0.5
+    check_grads(forward, backward, [z], rng)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(layers.ACTIVATIONS))
+def test_activations_are_stable_for_huge_inputs(name, dtype):
+    """No overflow, no warning, finite values and gradients for |z| up to 1e30."""
+    z = np.array([[-1e30, -1000.0, -100.0, -1e-30, 0.0, 1e-30, 100.0, 1000.0, 1e30]], dtype)
+    forward, backward = layers.ACTIVATIONS[name]
+    with warnings.catch_warnings(), np.errstate(over="raise", divide="raise", invalid="raise"):
+        warnings.simplefilter("error")
+        a, cache = forward(z)
+        grad = backward(np.ones_like(z), cache)
+    assert a.dtype == grad.dtype == dtype
+    assert np.all(np.isfinite(a)) and np.all(np.isfinite(grad))
+
+
+def test_saturating_limits_are_exact():
+    z = np.array([[-1000.0, 1000.0]])
+    expected = {
+        "sigmoid": [[0.0, 1.0]],
+        "elu": [[-1.0, 1000.0]],
+        "selu": [[-SELU_SCALE * SELU_ALPHA, SELU_SCALE * 1000.0]],
+    }
+    for name, limits in expected.items():
+        forward, backward = layers.ACTIVATIONS[name]
+        a, cache = forward(z)
+        np.testing.assert_array_equal(a, limits, err_msg=name)
+        # the gradient vanishes in the saturated tail(s)
+        assert backward(np.ones_like(z), cache)[0, 0] == 0.0, name
+    sigmoid_forward, sigmoid_backward = layers.ACTIVATIONS["sigmoid"]
+    assert sigmoid_backward(np.ones_like(z), sigmoid_forward(z)[1])[0, 1] == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(layers.ACTIVATIONS))
+def test_activation_in_place_contract(name, dtype, rng):
+    """forward(z, out=z) and backward(da, cache, out=cache), as the network calls them,
+    give exactly the fresh-array results and never touch da."""
+    forward, backward = layers.ACTIVATIONS[name]
+    z = (rng.standard_normal((9, 4)) * 3).astype(dtype)
+    da = rng.standard_normal(z.shape).astype(dtype)
+    da_before = da.copy()
+    fresh_a, fresh_cache = forward(z)
+    fresh_grad = backward(da, fresh_cache)
+    in_place = z.copy()
+    a, cache = forward(in_place, out=in_place)
+    assert a is in_place
+    np.testing.assert_array_equal(a, fresh_a)
+    activated = cache[0] if isinstance(cache, tuple) else cache
+    assert activated is a
+    grad = backward(da, cache, out=activated)
+    assert grad is activated
+    np.testing.assert_array_equal(grad, fresh_grad)
+    np.testing.assert_array_equal(da, da_before)
+
+
 def test_dropout_gradient_and_scaling(rng):
     a = rng.standard_normal((200, 50))
     mask = layers.dropout_mask(a.shape, 0.8, rng)
@@ -137,6 +227,30 @@ def test_l2_penalty_and_gradient(rng):
     assert penalty == pytest.approx(0.7 / 20 * ((W1**2).sum() + (W2**2).sum()), rel=1e-14)
     numeric = numerical_gradient(lambda: layers.l2_penalty([W1, W2], 0.7, 10), W1)
     assert relative_error(layers.l2_grad(W1, 0.7, 10), numeric) < TOL
+
+
+def test_l1_penalty_and_gradient_closed_form(rng):
+    W1, W2 = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    W1[0, 0] = 0.0
+    penalty = layers.l1_penalty([W1, W2], lam=0.7, m=10)
+    assert penalty == pytest.approx(0.7 / 20 * (np.abs(W1).sum() + np.abs(W2).sum()), rel=1e-14)
+    assert layers.l1_penalty([W1, W2], lam=0.0, m=10) == 0.0
+    grad = layers.l1_grad(W1, 0.7, 10)
+    np.testing.assert_array_equal(grad, 0.7 / 20 * np.sign(W1))
+    assert grad[0, 0] == 0.0  # sign(0) = 0: a weight at 0 stays there
+    out = np.empty_like(W1)
+    assert layers.l1_grad(W1, 0.7, 10, out=out) is out
+    np.testing.assert_array_equal(out, grad)
+    float32 = W1.astype(np.float32)
+    assert layers.l1_grad(float32, 0.7, 10).dtype == np.float32
+    assert isinstance(layers.l1_penalty([float32], 0.7, 10), float)
+
+
+def test_l1_gradient_is_the_numerical_one_away_from_zero(rng):
+    W1, W2 = rng.standard_normal((3, 4)), rng.standard_normal((4, 2))
+    W1[np.abs(W1) < 1e-3] = 0.5  # |w| is not differentiable at 0
+    numeric = numerical_gradient(lambda: layers.l1_penalty([W1, W2], 0.7, 10), W1)
+    assert relative_error(layers.l1_grad(W1, 0.7, 10), numeric) < TOL
 
 
 @pytest.mark.parametrize("name", sorted(layers.ACTIVATIONS))

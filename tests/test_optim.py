@@ -8,6 +8,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from dlcore.optim import OPTIMIZERS, make_optimizer, optimizer_formula
+from tests.latex_width import line_widths
 
 LR = 0.01
 
@@ -52,6 +53,36 @@ def test_momentum_first_two_steps():
     opt.step(params, grads[1])
     v2 = beta * v1 + (1 - beta) * g2
     assert_allclose(params["fc1.W"], w0 - LR * v1 - LR * v2, rtol=1e-14)
+
+
+def test_nesterov_first_two_steps():
+    """v = βv + (1−β)dW;  W -= α((1−β)dW + βv), with the v just updated."""
+    beta = 0.8
+    params, grads = random_problem()
+    w0, g1, g2 = params["fc1.W"].copy(), grads[0]["fc1.W"], grads[1]["fc1.W"]
+    opt = make_optimizer("nesterov", LR, beta=beta)
+
+    opt.step(params, grads[0])
+    v1 = (1 - beta) * g1
+    w1 = w0 - LR * ((1 - beta) * g1 + beta * v1)
+    assert_allclose(params["fc1.W"], w1, rtol=1e-14)
+    assert_allclose(opt.state_dict()["moments"]["fc1.W/v"], v1, rtol=1e-14)
+
+    opt.step(params, grads[1])
+    v2 = beta * v1 + (1 - beta) * g2
+    assert_allclose(params["fc1.W"], w1 - LR * ((1 - beta) * g2 + beta * v2), rtol=1e-14)
+    assert_allclose(opt.state_dict()["moments"]["fc1.W/v"], v2, rtol=1e-14)
+
+
+def test_nesterov_with_beta_zero_is_gd():
+    params, grads = random_problem()
+    gd_params = copy_params(params)
+    nesterov, gd = make_optimizer("nesterov", LR, beta=0.0), make_optimizer("gd", LR)
+    for g in grads:
+        nesterov.step(params, g)
+        gd.step(gd_params, g)
+    for k in params:
+        assert_allclose(params[k], gd_params[k], rtol=1e-14)
 
 
 def test_rmsprop_first_two_steps():
@@ -162,8 +193,11 @@ def test_float32_matches_float64_closely(name):
 
 
 def test_defaults_and_hparams():
+    assert OPTIMIZERS == ("gd", "momentum", "nesterov", "rmsprop", "adam")
     assert make_optimizer("gd", LR).hparams == {}
     assert make_optimizer("momentum", LR).hparams == {"beta": 0.9}
+    assert make_optimizer("nesterov", LR).hparams == {"beta": 0.9}
+    assert make_optimizer("nesterov", LR, beta=0.5).beta == 0.5
     assert make_optimizer("rmsprop", LR).hparams == {"beta2": 0.999, "eps": 1e-8}
     assert make_optimizer("adam", LR).hparams == {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
     adam = make_optimizer("adam", 0.5, beta1=0.8)
@@ -190,6 +224,9 @@ def test_lr_is_settable_and_validated():
         ("adam", math.inf, {}, "inf"),
         ("momentum", 0.1, {"beta": 1.0}, "1.0"),
         ("momentum", 0.1, {"beta": -0.2}, "-0.2"),
+        ("nesterov", 0.1, {"beta": 1.0}, "beta must be in [0, 1), got 1.0"),
+        ("nesterov", 0.0, {}, "lr must be > 0, got 0.0"),
+        ("nesterov", 0.1, {"beta1": 0.9}, "beta1"),
         ("rmsprop", 0.1, {"beta2": 1.5}, "beta2 must be in [0, 1), got 1.5"),
         ("adam", 0.1, {"beta1": 1.0}, "beta1"),
         ("adam", 0.1, {"eps": 0.0}, "eps must be > 0, got 0.0"),
@@ -210,8 +247,16 @@ def test_optimizer_formula_is_latex_for_every_optimizer():
         formula = optimizer_formula(name)
         assert r"\alpha" in formula
     assert r"\beta_1^t" in optimizer_formula("adam")
-    with pytest.raises(ValueError, match="nesterov"):
-        optimizer_formula("nesterov")
+    assert r"(1-\beta)\, dW + \beta\, v_{dW}" in optimizer_formula("nesterov")
+    with pytest.raises(ValueError, match="adagrad"):
+        optimizer_formula("adagrad")
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizer_formula_fits_a_narrow_sidebar(name):
+    """At most ~45 characters of rendered math per line (a 380 px sidebar)."""
+    widths = line_widths(optimizer_formula(name))
+    assert max(widths) <= 45, widths
 
 
 # -- step input checks ---------------------------------------------------------------------
@@ -401,6 +446,44 @@ def test_momentum_matches_a_hand_loop_over_50_steps():
         assert_allclose(params[k], expected[k], rtol=1e-13, atol=1e-15)
 
 
+def test_nesterov_matches_a_hand_loop_over_50_steps():
+    beta = 0.95
+    params, grads = random_problem(seed=4, steps=50)
+    expected = copy_params(params)
+    velocity = {k: np.zeros_like(v) for k, v in params.items()}
+    opt = make_optimizer("nesterov", LR, beta=beta)
+    for g in grads:
+        opt.step(params, g)
+        for k in expected:
+            velocity[k] = beta * velocity[k] + (1 - beta) * g[k]
+            expected[k] = expected[k] - LR * ((1 - beta) * g[k] + beta * velocity[k])
+    for k in params:
+        assert_allclose(params[k], expected[k], rtol=1e-13, atol=1e-15)
+
+
+def test_momentum_and_nesterov_states_load_into_each_other():
+    """Both keep "v", the same average of the same gradients: after a switch the next
+    Nesterov step starts from momentum's velocity, and back again."""
+    beta = 0.8
+    params, grads = random_problem(seed=5, steps=4)
+    momentum = make_optimizer("momentum", LR, beta=beta)
+    for g in grads[:3]:
+        momentum.step(params, g)
+    velocity = momentum.state_dict()["moments"]["fc1.W/v"]
+    w, g = params["fc1.W"].copy(), grads[3]["fc1.W"]
+
+    nesterov = make_optimizer("nesterov", LR, beta=beta)
+    nesterov.load_state_dict(momentum.state_dict(), params=params)
+    assert_state_equal(nesterov.state_dict(), momentum.state_dict())
+    nesterov.step(params, grads[3])
+    v = beta * velocity + (1 - beta) * g
+    assert_allclose(params["fc1.W"], w - LR * ((1 - beta) * g + beta * v), rtol=1e-13)
+
+    back = make_optimizer("momentum", LR, beta=beta)
+    back.load_state_dict(nesterov.state_dict(), params=params)
+    assert_state_equal(back.state_dict(), nesterov.state_dict())
+
+
 def _compare_with_torch(ours, make_torch_optimizer, steps=50):
     torch = pytest.importorskip("torch")
     params, grads = random_problem(seed=7, steps=steps)
@@ -439,5 +522,29 @@ def test_rmsprop_matches_torch_over_50_steps():
         make_optimizer("rmsprop", LR, beta2=beta2, eps=eps),
         lambda torch, tensors: torch.optim.RMSprop(
             tensors, lr=LR, alpha=beta2, eps=eps, momentum=0, centered=False, foreach=False
+        ),
+    )
+
+
+def test_nesterov_matches_torch_sgd_with_nesterov_over_50_steps():
+    """torch.optim.SGD(momentum=β, nesterov=True, dampening=0) with lr = α(1−β): its
+    buffer b = v/(1−β), so its step lr·(dW + β b) is α((1−β) dW + β v)."""
+    beta = 0.9
+    _compare_with_torch(
+        make_optimizer("nesterov", LR, beta=beta),
+        lambda torch, tensors: torch.optim.SGD(
+            tensors, lr=LR * (1 - beta), momentum=beta, dampening=0, nesterov=True,
+            foreach=False,
+        ),
+    )
+
+
+def test_momentum_matches_torch_sgd_over_50_steps():
+    """The same correspondence for plain momentum: SGD(momentum=β) with lr = α(1−β)."""
+    beta = 0.9
+    _compare_with_torch(
+        make_optimizer("momentum", LR, beta=beta),
+        lambda torch, tensors: torch.optim.SGD(
+            tensors, lr=LR * (1 - beta), momentum=beta, dampening=0, foreach=False
         ),
     )

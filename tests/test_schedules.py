@@ -9,6 +9,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from dlcore.schedules import SCHEDULES, make_schedule, preview, schedule_formula
+from tests.latex_width import line_widths
 
 ALPHA0 = 0.2
 EPOCHS = [0, 0.5, 1, 2, 3, 7.5, 10, 19.99, 20, 99, 100, 250]
@@ -31,6 +32,11 @@ EPOCHS = [0, 0.5, 1, 2, 3, 7.5, 10, 19.99, 20, 99, 100, 250]
             {"end": 0.01, "total": 50, "power": 2.0},
             lambda a, e: (a - 0.01) * (1 - min(e, 50) / 50) ** 2 + 0.01,
         ),
+        (
+            "piecewise",
+            {"boundaries": (3, 7.5, 20), "factors": (1.0, 0.5, 0.2, 0.05)},
+            lambda a, e: a * (1.0 if e < 3 else 0.5 if e < 7.5 else 0.2 if e < 20 else 0.05),
+        ),
     ],
 )
 def test_schedule_matches_its_formula(name, params, formula):
@@ -48,6 +54,7 @@ def test_schedule_matches_its_formula(name, params, formula):
         ("inverse_sqrt", {"k": 1.0}),
         ("staircase", {"factor": 0.5, "every": 10}),
         ("polynomial", {"end": 0.0, "total": 100, "power": 1.0}),
+        ("piecewise", {"boundaries": [10.0, 20.0], "factors": [1.0, 0.1, 0.01]}),
     ],
 )
 def test_defaults(name, expected):
@@ -60,6 +67,7 @@ def test_default_values_by_hand():
     assert make_schedule("inverse_sqrt")(1.0, 4) == 0.5
     assert make_schedule("staircase")(1.0, 25) == 0.25
     assert make_schedule("polynomial")(1.0, 25) == 0.75
+    assert make_schedule("piecewise")(1.0, 15) == 0.1
 
 
 def test_every_schedule_starts_at_alpha0():
@@ -85,8 +93,10 @@ def test_fractional_interval_is_accepted():
 @pytest.mark.parametrize("name", SCHEDULES)
 def test_params_round_trip_through_json(name):
     original = make_schedule(name)
+    assert original.params == json.loads(json.dumps(original.params))  # JSON-native
     rebuilt = make_schedule(original.name, **json.loads(json.dumps(original.params)))
     assert rebuilt == original
+    assert hash(rebuilt) == hash(original)
     assert rebuilt.params == original.params
     for epoch in EPOCHS:
         assert rebuilt(ALPHA0, epoch) == original(ALPHA0, epoch)
@@ -96,6 +106,39 @@ def test_params_is_a_copy():
     schedule = make_schedule("staircase")
     schedule.params["factor"] = 0.9
     assert schedule.params["factor"] == 0.5
+    piecewise = make_schedule("piecewise")
+    piecewise.params["factors"][0] = 0.5
+    assert piecewise.params["factors"][0] == 1.0 and piecewise(1.0, 0) == 1.0
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_every_schedule_is_affine_in_alpha0(name):
+    """The trainer re-anchors a schedule from its values at α0 = 1 and 2."""
+    schedule = make_schedule(name)
+    for epoch in EPOCHS:
+        at_one, at_two = schedule(1.0, epoch), schedule(2.0, epoch)
+        for alpha0 in (0.003, 0.5, 7.0):
+            expected = at_one + (alpha0 - 1.0) * (at_two - at_one)
+            assert schedule(alpha0, epoch) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_piecewise_intervals_are_closed_on_the_left():
+    schedule = make_schedule("piecewise", boundaries=[10, 20], factors=[1.0, 0.1, 0.01])
+    assert [schedule(2.0, e) for e in (0, 9.999, 10, 10.5, 19.999, 20, 1e6)] == [
+        2.0, 2.0, 0.2, 0.2, 0.2, 0.02, 0.02]
+    assert make_schedule("piecewise", boundaries=[0.5], factors=[1.0, 0.5])(1.0, 0.5) == 0.5
+
+
+def test_piecewise_accepts_any_sequence_and_stores_floats():
+    expected = make_schedule("piecewise", boundaries=[10.0, 20.0], factors=[1.0, 0.1, 0.01])
+    for boundaries in ((10, 20), [10, 20], np.array([10, 20]), (np.int64(10), np.float32(20))):
+        schedule = make_schedule("piecewise", boundaries=boundaries, factors=(1, 0.1, 0.01))
+        assert schedule == expected and hash(schedule) == hash(expected)
+        assert all(type(b) is float for b in schedule.params["boundaries"])
+    assert len({expected, make_schedule("piecewise"), make_schedule("staircase")}) == 2
+    assert eval(repr(expected), {"make_schedule": make_schedule}) == expected
+    longest = list(range(1, 101))
+    assert make_schedule("piecewise", boundaries=longest, factors=[1.0] * 101)(1.0, 50) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -117,6 +160,25 @@ def test_params_is_a_copy():
         ("exponential", {"rate": 0.9}, "rate"),
         ("constant", {"base": 0.9}, "base"),
         ("cosine", {}, "'cosine'"),
+        ("piecewise", {"boundaries": [10, 5], "factors": [1, 0.1, 0.01]}, "[10.0, 5.0]"),
+        ("piecewise", {"boundaries": [10, 10], "factors": [1, 0.1, 0.01]}, "increasing"),
+        ("piecewise", {"boundaries": [0, 10], "factors": [1, 0.1, 0.01]},
+         "boundaries[0] must be > 0, got 0.0"),
+        ("piecewise", {"boundaries": [-5], "factors": [1, 0.1]}, "-5"),
+        ("piecewise", {"boundaries": [10, math.inf], "factors": [1, 0.1, 0.01]}, "inf"),
+        ("piecewise", {"boundaries": [10, math.nan], "factors": [1, 0.1, 0.01]}, "nan"),
+        ("piecewise", {"boundaries": [], "factors": [1.0]}, "got 0: []"),
+        ("piecewise", {"boundaries": list(range(1, 102)), "factors": [1.0] * 102}, "101"),
+        ("piecewise", {"boundaries": [10, 20], "factors": [1, 0.1]}, "= 3 values, got 2"),
+        ("piecewise", {"boundaries": [10], "factors": [1, 0.1, 0.01]}, "= 2 values, got 3"),
+        ("piecewise", {"factors": [1.0, 1.5, 0.1]}, "factors[1] must be in (0, 1], got 1.5"),
+        ("piecewise", {"factors": [1.0, 0.0, 0.1]}, "factors[1] must be in (0, 1], got 0.0"),
+        ("piecewise", {"boundaries": 10}, "boundaries must be a list of numbers, got 10"),
+        ("piecewise", {"boundaries": "10, 20"}, "'10, 20'"),
+        ("piecewise", {"boundaries": [10, "20"]}, "boundaries[1] must be a number, got '20'"),
+        ("piecewise", {"boundaries": [[10, 20]], "factors": [1, 0.1]}, "[10, 20]"),
+        ("piecewise", {"boundaries": [10, True]}, "True"),
+        ("piecewise", {"every": 10}, "every"),
     ],
 )
 def test_invalid_parameters_raise_naming_the_value(name, params, shown):
@@ -137,8 +199,15 @@ def test_schedule_formula_is_latex_for_every_schedule():
     for name in SCHEDULES:
         assert r"\alpha" in schedule_formula(name), name
     assert "decay" in schedule_formula("inverse_time")
+    assert r"\text{factors}" in schedule_formula("piecewise")
+    assert max(line_widths(schedule_formula("piecewise"))) <= 45  # a narrow sidebar
     with pytest.raises(ValueError, match="cosine"):
         schedule_formula("cosine")
+
+
+def test_preview_of_piecewise_steps_down_at_each_boundary():
+    curve = preview(make_schedule("piecewise", boundaries=(2, 4), factors=(1, 0.5, 0.25)), 2.0, 6)
+    assert_allclose(curve, [2, 2, 1, 1, 0.5, 0.5], rtol=0)
 
 
 def test_preview_gives_alpha_at_each_epoch():

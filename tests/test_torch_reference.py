@@ -7,9 +7,12 @@ Compared here:
 2. ``layers.softmax_cross_entropy`` against ``torch.nn.functional.cross_entropy``
    (mean reduction), huge logits included.
 3. A whole ``Network`` (Linear without bias + BatchNorm1d + activation per hidden
-   layer, Linear with bias at the output) in training mode: cost, every
+   layer, or Linear with bias + activation + BatchNorm1d with BatchNorm after
+   the activation; Linear with bias at the output) in training mode: cost, every
    gradient, and the running statistics after one step.
 4. The same network in inference mode against ``model.eval()``.
+5. The activations ELU, SELU and sigmoid against ``F.elu``, ``F.selu`` and
+   ``torch.sigmoid``, forward and backward (autograd), to 1e-9 relative.
 
 Running statistics, the one deliberate difference from PyTorch: our
 ``update_running_stats(momentum=β)`` computes ``run = β·run + (1 − β)·batch``,
@@ -125,17 +128,25 @@ def test_softmax_cross_entropy_extreme_rows_match_torch():
 # 3./4. The whole network
 # ---------------------------------------------------------------------------
 
-TORCH_ACT = {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky_relu": lambda: nn.LeakyReLU(0.01)}
+TORCH_ACT = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "elu": lambda: nn.ELU(alpha=1.0),
+    "selu": nn.SELU,
+    "sigmoid": nn.Sigmoid,
+}
 
 
-def make_pair(activation, seed=3):
-    """A Network with random γ, β and output bias, and the same model in torch.
+def make_pair(activation, seed=3, bn_position="before"):
+    """A Network with random γ, β and biases, and the same model in torch.
 
     Returns ``(net, model, linears, bns)`` with ``linears[l-1]`` the torch
     counterpart of ``fc{l}`` and ``bns[l-1]`` that of ``bn{l}``.
     """
     arch = Architecture(
-        n_features=8, hidden=(16, 12), n_classes=4, activation=activation, batchnorm=True
+        n_features=8, hidden=(16, 12), n_classes=4, activation=activation, batchnorm=True,
+        bn_position=bn_position,
     )
     net = Network(arch, seed=seed)
     rng = np.random.default_rng(seed + 100)
@@ -150,12 +161,14 @@ def make_pair(activation, seed=3):
     modules, linears, bns = [], [], []
     for l in range(1, n_layers + 1):
         last = l == n_layers
-        lin = nn.Linear(sizes[l - 1], sizes[l], bias=last, dtype=torch.float64)
+        bias = last or bn_position == "after"
+        lin = nn.Linear(sizes[l - 1], sizes[l], bias=bias, dtype=torch.float64)
         modules.append(lin)
         linears.append(lin)
         if not last:
             bn = nn.BatchNorm1d(sizes[l], eps=BN_EPS, momentum=0.1, dtype=torch.float64)
-            modules += [bn, TORCH_ACT[activation]()]
+            act = TORCH_ACT[activation]()
+            modules += [bn, act] if bn_position == "before" else [act, bn]
             bns.append(bn)
     model = nn.Sequential(*modules)
 
@@ -179,15 +192,16 @@ def batch(m=32, n_features=8, n_classes=4, seed=7):
     return X, y
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu"])
-def test_network_training_step_matches_torch(activation):
+@pytest.mark.parametrize("bn_position", ["before", "after"])
+@pytest.mark.parametrize("activation", sorted(TORCH_ACT))
+def test_network_training_step_matches_torch(activation, bn_position):
     """One training-mode forward/backward: cost, every gradient, running stats.
 
     Running means agree exactly (β = 0.9 here is torch's momentum = 0.1).
     Running variances differ by design: ours is 0.9·1 + 0.1·σ²_biased, torch's
     0.9·1 + 0.1·σ²_unbiased with σ²_unbiased = m/(m − 1)·σ²_biased.
     """
-    net, model, linears, bns = make_pair(activation)
+    net, model, linears, bns = make_pair(activation, bn_position=bn_position)
     X, y = batch()
     m = X.shape[0]
     assert set(net.buffers) == {
@@ -228,7 +242,7 @@ def test_network_training_step_matches_torch(activation):
         assert grads[k].shape == g.shape, k
         close(grads[k], g, err_msg=k)
 
-    # batch statistics of each BN layer's input z = a·W
+    # batch statistics of each BN layer's input: z = a·W, or g(a·W + b) after
     assert set(batch_stats) == {"bn1", "bn2"}
     for l in (1, 2):
         z = bn_inputs[l]
@@ -256,10 +270,11 @@ def test_network_training_step_matches_torch(activation):
         assert np.all(ours_var < bn.running_var.numpy())
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "leaky_relu"])
+@pytest.mark.parametrize("bn_position", ["before", "after"])
+@pytest.mark.parametrize("activation", sorted(TORCH_ACT))
 @pytest.mark.parametrize("stats", ["after_one_step", "random"])
-def test_network_inference_matches_torch_eval(activation, stats):
-    net, model, linears, bns = make_pair(activation)
+def test_network_inference_matches_torch_eval(activation, stats, bn_position):
+    net, model, linears, bns = make_pair(activation, bn_position=bn_position)
     X, y = batch()
     if stats == "after_one_step":
         _, _, batch_stats = net.loss_and_grads(X, y)
@@ -286,3 +301,43 @@ def test_network_inference_matches_torch_eval(activation, stats):
     np.testing.assert_array_equal(net.predict(X_test), logits_t.argmax(1).numpy())
     for k, v in net.buffers.items():  # inference reads the buffers, never writes
         np.testing.assert_array_equal(v, before[k])
+
+
+# ---------------------------------------------------------------------------
+# 5. The activations added with the course's whole toolbox
+# ---------------------------------------------------------------------------
+
+TORCH_FUNCTIONS = {
+    "elu": lambda z: F.elu(z, alpha=1.0),
+    "selu": F.selu,
+    "sigmoid": torch.sigmoid,
+}
+
+
+def test_every_activation_has_a_torch_reference():
+    assert set(TORCH_ACT) == set(layers.ACTIVATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_FUNCTIONS))
+def test_activation_matches_torch(name):
+    """Forward and backward (autograd) at ≤ 1e-9 relative, z spread over ±10 and 0 itself."""
+    rng = np.random.default_rng(42)
+    z = rng.standard_normal((64, 9)) * 3.0
+    z[0, :3] = [0.0, -1e-12, 1e-12]
+    da = rng.standard_normal(z.shape)
+    forward, backward = layers.ACTIVATIONS[name]
+    a, cache = forward(z.copy())
+    dz = backward(da, cache)
+
+    zt = t(z, True)
+    at = TORCH_FUNCTIONS[name](zt)
+    at.backward(t(da))
+    close(a, at, rtol=1e-9, atol=0, err_msg=f"{name} forward")
+    close(dz, zt.grad, rtol=1e-9, atol=0, err_msg=f"{name} backward")
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_FUNCTIONS))
+def test_activation_matches_torch_for_huge_inputs(name):
+    z = np.array([[-1000.0, -50.0, 50.0, 1000.0]])
+    a, _ = layers.ACTIVATIONS[name][0](z.copy())
+    close(a, TORCH_FUNCTIONS[name](t(z)), rtol=1e-9, atol=0, err_msg=name)
