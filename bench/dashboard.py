@@ -50,7 +50,7 @@ MNIST_LIKE = dataclasses.replace(ENGINE_NET, eval_every=100, checkpoint_every=20
 REFRESH_SCRIPT = """
 import time
 import streamlit as st
-from app import live_charts, tiles
+from pages.panels.live import live_charts, tiles
 from pages.shared.engine import holder
 
 snapshot = holder().trainer.snapshot()

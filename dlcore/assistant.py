@@ -1,12 +1,16 @@
 """The babysitter's assistant: rules that read a run's curves and suggest a change.
 
 Each rule looks at a snapshot (``history``, ``events``, ``checkpoints``,
-``hparams``) and returns a :class:`Suggestion` with its evidence and an action
+``hparams``, ``alpha``) and returns a :class:`Suggestion` with its evidence and an action
 a person can apply with one click (and undo through the pre-change
 checkpoint), or that the autopilot applies itself.
 
 - plateau: the dev cost stopped improving → reduce α (ReduceLROnPlateau-like,
   with patience and cooldown);
+
+Every α proposal is relative to the α in force (``snapshot["alpha"]``, after any decay),
+not to ``hparams["lr"]``, the α₀ the schedule was anchored at; applying it sets α now
+(the schedule re-anchors there).
 - overfitting: dev accuracy falls while train accuracy rises → L2 λ or dropout;
 - update-to-weight ratio far from ~1e-3 → α too high or too low;
 - early stopping: dev accuracy not improved for N evaluations → restore the
@@ -79,12 +83,13 @@ def _plateau(snapshot, history, hparams, settings):
     recent_best = float(np.min(dev_cost[-settings.patience :]))
     if recent_best < best_before * (1 - settings.min_delta):
         return []
-    new_lr = hparams["lr"] * settings.lr_factor
+    alpha = snapshot["alpha"]
+    new_lr = alpha * settings.lr_factor
     steps = history["eval_step"]
     return [
         Suggestion(
             "plateau",
-            f"Plateau: reduce α to {new_lr:.3g}",
+            f"Plateau: reduce α {alpha:.3g} → {new_lr:.3g}",
             f"dev cost has not improved by {settings.min_delta:.0%} in the last "
             f"{settings.patience} "
             f"evaluations (steps {steps[-settings.patience]}–{steps[-1]}): best {recent_best:.4g} "
@@ -146,12 +151,13 @@ def _update_ratio(snapshot, history, hparams, settings):
     if target / tolerance <= ratio <= target * tolerance or not np.isfinite(ratio) or ratio <= 0:
         return []
     factor = float(np.clip(target / ratio, 0.1, 10.0))
-    new_lr = hparams["lr"] * factor
+    alpha = snapshot["alpha"]
+    new_lr = alpha * factor
     too = "high" if ratio > target else "low"
     return [
         Suggestion(
             f"update_ratio_{too}",
-            f"α looks too {too}: try {new_lr:.3g}",
+            f"α looks too {too}: try α {alpha:.3g} → {new_lr:.3g}",
             f"median update-to-weight ratio ‖ΔW‖/‖W‖ over the last {settings.ratio_steps} steps is "
             f"{ratio:.2g}, more than {tolerance:g}× from the usual ~{target:g}",
             {"update": {"lr": new_lr}},

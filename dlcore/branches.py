@@ -169,6 +169,11 @@ class Branch:
             return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
 
         steps, evals, bn = block("steps/"), block("evals/"), block("bn/")
+        for table, columns in ((self.steps, steps), (self.evals, evals)):
+            rows = len(next(iter(columns.values()), ()))
+            for name in table.schema.keys() - columns.keys() if columns else ():
+                dtype, shape = table.schema[name]  # an optional column newer than the chunk
+                columns[name] = np.full((rows, *shape), np.nan, dtype)
         if steps and len(steps.get("step", ())):
             self.steps = self.steps.copy(self.steps.count_until("step", int(steps["step"][0]) - 1))
             self.steps.extend(steps)
@@ -312,11 +317,14 @@ def check_journal(arrays: Mapping, meta: Mapping, schemas: Schemas) -> None:
         block = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
         if not block:
             continue
-        if schema is None or block.keys() != schema.keys():
+        if schema is None or block.keys() - schema.keys() or (
+                schema.keys() - block.keys() - schemas.optional):
             raise CheckpointError(f"{prefix} columns {sorted(block)} do not fit this run")
         rows = len(block[index])
         for column, (dtype, shape) in schema.items():
-            value = block[column]
+            value = block.get(column)
+            if value is None:  # optional, added since this chunk was written
+                continue
             if value.shape != (rows, *shape) or (value.dtype.kind in "iu") != (
                     np.dtype(dtype).kind in "iu"):
                 raise CheckpointError(

@@ -122,7 +122,8 @@ class Schemas:
 
     ``steps``: per step, compact where precision is not at stake (10⁶ steps stay well
     under 100 MB); ``evals``: per evaluation; ``bn``: per evaluation, one row of
-    ``units`` values per BN layer and statistic, or None without BatchNorm.
+    ``units`` values per BN layer and statistic, or None without BatchNorm;
+    ``optional``: float columns newer files have and older ones may lack.
     """
 
     def __init__(self, weight_keys, bn_units: dict[str, int]):
@@ -138,6 +139,12 @@ class Schemas:
             self.steps[f"update_ratio/{key.split('.')[0]}"] = (np.float32, ())
         self.evals = {name: (np.int64 if name == "eval_step" else np.float64, ())
                       for name in EVAL_COLUMNS}
+        #: Columns added after the first journals were written: a chunk without them
+        #: still fits, and they read NaN there.
+        self.optional = set()
+        for key in weight_keys:
+            self.evals[f"sparsity/{key.split('.')[0]}"] = (np.float32, ())
+            self.optional.add(f"sparsity/{key.split('.')[0]}")
         self.bn = None
         if bn_units:
             self.bn = {"eval_step": (np.int64, ())}

@@ -26,6 +26,7 @@ from dlcore.schedules import make_schedule
 OPTIMIZER_HPARAMS = {
     "gd": (),
     "momentum": ("beta",),
+    "nesterov": ("beta",),
     "rmsprop": ("beta2", "eps"),
     "adam": ("beta1", "beta2", "eps"),
 }
@@ -60,6 +61,7 @@ class RunConfig:
     hidden: tuple = (64, 32)
     activation: str = "relu"
     batchnorm: bool = True
+    bn_position: str = "before"
     init: str = "he"
     seed: int = 0
     dtype: str = "float64"
@@ -70,6 +72,7 @@ class RunConfig:
     schedule: str = "constant"
     schedule_params: dict = field(default_factory=dict)
     l2: float = 0.0
+    l1: float = 0.0
     keep_prob: float = 1.0
     bn_momentum: float = 0.9
     eval_every: int = 50
@@ -102,6 +105,7 @@ class RunConfig:
             "schedule_params": dict(self.schedule_params),
             "batch_size": self.batch_size,
             "l2": self.l2,
+            "l1": self.l1,
             "keep_prob": self.keep_prob,
             "bn_momentum": self.bn_momentum,
             "eval_every": self.eval_every,
@@ -198,6 +202,7 @@ _CHECKS: dict[str, Callable] = {
     "schedule_params": _schedule_params,
     "batch_size": lambda v, n: check_number("batch_size", v, 1, n, integer=True),
     "l2": lambda v, n: check_number("l2 (λ)", v, 0),
+    "l1": lambda v, n: check_number("l1 (λ₁)", v, 0),
     "keep_prob": lambda v, n: check_number("keep_prob", v, 0, 1, low_open=True),
     "bn_momentum": lambda v, n: check_number(
         "bn_momentum (β of the running averages)", v, 0, 1, high_open=True),

@@ -29,8 +29,8 @@ from dlcore.sandbox import Sandbox
 
 #: α × factor presets; × 1 is the run's own settings, untouched (a decaying schedule too).
 ALPHA_PRESETS = {"α × ⅓": 1 / 3, "α × 1 (unchanged)": 1.0, "α × 3": 3.0}
-OPTIMIZER_PRESETS = {"Gradient descent": "gd", "Momentum": "momentum", "RMSprop": "rmsprop",
-                     "Adam": "adam"}
+OPTIMIZER_PRESETS = {"Gradient descent": "gd", "Momentum": "momentum",
+                     "Nesterov momentum": "nesterov", "RMSprop": "rmsprop", "Adam": "adam"}
 SCHEDULE_PRESETS = {
     "Constant α": ("constant", {}),
     "Exponential decay (×0.9 per epoch)": ("exponential", {"base": 0.9}),

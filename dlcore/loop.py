@@ -43,7 +43,8 @@ def train_step(state: TrainingState, data, alpha: float | None = None,
     X, y = data.X_train[index], data.y_train[index]
     masks = net.dropout_masks(len(index), hp["keep_prob"], state.dropout_rng)
     # 2) forward and backward; the grads are the network's own buffers, valid this step
-    cost, grads, batch_stats = net.loss_and_grads(X, y, hp["l2"], masks, reuse_buffers=True)
+    cost, grads, batch_stats = net.loss_and_grads(X, y, hp["l2"], masks, l1=hp["l1"],
+                                                  reuse_buffers=True)
     grad_norm = _grad_norm(state, grads)
     # 3) the divergence guard, before anything is changed
     cause = divergence_cause(cost, grad_norm, state.recent_costs, data.n_classes,
@@ -87,15 +88,17 @@ def divergence_cause(cost: float, grad_norm: float, recent_costs, n_classes: int
 
 
 def evaluate(state: TrainingState, data) -> dict:
-    """Train/dev accuracy and cost in inference mode (running BatchNorm statistics), and
-    dev accuracy in training mode (the dev set's own batch statistics): one row."""
-    net, l2 = state.network, state.hparams["l2"]
-    train_accuracy, train_cost = net.evaluate(data.X_train, data.y_train, l2)
-    dev_accuracy, dev_cost = net.evaluate(data.X_dev, data.y_dev, l2)
-    dev_accuracy_train_mode, _ = net.evaluate(data.X_dev, data.y_dev, l2, mode="train")
+    """One row: train/dev accuracy and cost in inference mode (running BatchNorm
+    statistics), dev accuracy in training mode (the dev set's own batch statistics), and
+    each layer's weight sparsity (fraction of |w| < 1e-3: what L1 does that L2 doesn't)."""
+    net, l2, l1 = state.network, state.hparams["l2"], state.hparams["l1"]
+    train_accuracy, train_cost = net.evaluate(data.X_train, data.y_train, l2, l1=l1)
+    dev_accuracy, dev_cost = net.evaluate(data.X_dev, data.y_dev, l2, l1=l1)
+    dev_accuracy_train_mode, _ = net.evaluate(data.X_dev, data.y_dev, l2, mode="train", l1=l1)
+    sparsity = {f"sparsity/{layer}": value for layer, value in net.weight_sparsity().items()}
     return {"eval_step": state.step, "train_accuracy": train_accuracy,
             "dev_accuracy": dev_accuracy, "train_cost": train_cost, "dev_cost": dev_cost,
-            "dev_accuracy_train_mode": dev_accuracy_train_mode}
+            "dev_accuracy_train_mode": dev_accuracy_train_mode, **sparsity}
 
 
 def _grad_norm(state: TrainingState, grads) -> float:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import dataclasses
 import math
 from collections.abc import Mapping
 
@@ -55,6 +54,7 @@ def architecture_for(config: RunConfig, data) -> Architecture:
         n_classes=data.n_classes,
         activation=config.activation,
         batchnorm=config.batchnorm,
+        bn_position=config.bn_position,
         init=config.init,
         dtype=config.dtype,
     )
@@ -226,7 +226,7 @@ def _restore(cls, arrays, meta, config, data) -> TrainingState:
     n_train = len(data.y_train)
     # 1) the architecture, then params and buffers into a fresh network
     architecture = architecture_for(config, data)
-    if _architecture_dict(meta["architecture"]) != architecture.to_dict():
+    if Architecture.from_dict(meta["architecture"]) != architecture:
         raise CheckpointError(f"another architecture ({meta['architecture']}) than this "
                               f"run's ({architecture.to_dict()})")
     unexpected = sorted(k for k in arrays if k != "data/permutation"
@@ -301,15 +301,6 @@ def _restore(cls, arrays, meta, config, data) -> TrainingState:
         raise CheckpointError(f"recent_costs is not a list of ≤ {RECENT_COSTS} numbers")
     return cls(network, optimizer, schedule, float(anchor), start_epoch, iterator,
                dropout_rng, step, hparams, costs)
-
-
-def _architecture_dict(saved) -> dict:
-    """A saved architecture with fields added since it was written at their defaults."""
-    if not isinstance(saved, Mapping):
-        raise CheckpointError(f"architecture {saved!r:.60} is not a mapping")
-    defaults = {f.name: f.default for f in dataclasses.fields(Architecture)
-                if f.default is not dataclasses.MISSING}
-    return {**defaults, **saved}
 
 
 def _check_magnitude(key: str, value: np.ndarray) -> None:

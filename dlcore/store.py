@@ -270,7 +270,8 @@ def check_info(info, checkpoint_id: str) -> None:
             raise CheckpointError(f"info {key!r} is {info[key]!r:.40}, not a number ≥ 0")
     metrics = info["metrics"]
     if not isinstance(metrics, Mapping) or not all(
-            key in EVAL_COLUMNS and _finite(value) for key, value in metrics.items()):
+            isinstance(key, str) and (key in EVAL_COLUMNS or key.startswith("sparsity/"))
+            and _finite(value) for key, value in metrics.items()):
         raise CheckpointError(f"metrics {metrics!r:.80} are not evaluation numbers")
     if "event_count" in info:
         whole("info 'event_count'", info["event_count"])

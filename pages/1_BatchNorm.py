@@ -54,7 +54,7 @@ def main() -> None:
                                format_func=lambda u: f"unit {u}", max_selections=8)
     with top[0]:
         st.markdown(EXPLANATION)
-    ui.live_view(lambda s: layer_view(s, layer, units), trainer, snapshot.status)
+    ui.live_view(lambda s: layer_view(s, layer, units), trainer, snapshot)
 
 
 def layer_view(snapshot: Snapshot, layer: str, units: list[int]) -> None:

@@ -39,20 +39,15 @@ COMPARED_HPARAMS = ("optimizer", "lr", "beta", "beta1", "beta2", "eps", "schedul
 def main() -> None:
     trainer, snapshot = ui.page_start("Checkpoints")
     ui.messages(trainer, snapshot)
-    ui.live_view(checkpoint_list, trainer, snapshot.status, run_every=DISK_REFRESH_SECONDS)
+    ui.live_view(checkpoint_list, trainer, snapshot, run_every=DISK_REFRESH_SECONDS)
     rows, _ = checkpoints_on_disk(snapshot)
     if not rows:
         return
-    labels = {row["id"]: _label(row) for row in rows}
+    labels = {row["id"]: ui.checkpoint_label(row) for row in rows}
     ids = [row["id"] for row in reversed(rows)]  # newest first
     actions(trainer, snapshot, ids, labels)
     export(trainer, snapshot, ids, labels)
     compare(trainer, snapshot, rows, ids, labels)
-
-
-def _label(row: Mapping) -> str:
-    note = f" · {row['note']}" if row.get("note") else ""
-    return f"{row['id']} · step {row['step']} · branch {row['branch']} · {row['kind']}{note}"
 
 
 # ---------------------------------------------------------------------------
@@ -159,7 +154,7 @@ def branch_tree_figure(rows: list[Mapping], snapshot: Snapshot) -> go.Figure:
             textposition=[label_place[row["id"]] for row in group],
             marker={"symbol": symbol, "color": color, "size": 12,
                     "line": {"width": 1, "color": "white"}},
-            hovertext=[f"{_label(row)}<br>α = {ui.format_number(row.get('alpha'))}<br>"
+            hovertext=[f"{ui.checkpoint_label(row)}<br>α = {ui.format_number(row.get('alpha'))}<br>"
                        f"{hparam_diff(row, by_id)}" for row in group],
             hoverinfo="text"))
     fig.add_trace(go.Scatter(x=[snapshot.step], y=[snapshot.branch], mode="markers",

@@ -20,22 +20,19 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dlcore.lookahead import Candidate, alpha_candidates, committable, look_ahead, lr_range_test
+from dlcore.lookahead import (
+    ALPHA_PRESETS,
+    PRESETS,
+    Candidate,
+    build_candidates,
+    committable,
+    look_ahead,
+    lr_range_test,
+)
 from dlcore.trainer import Snapshot, Trainer
 from pages.shared import charts, ui
 
 LIVE = "live"
-#: α × factor presets; × 1 is the run's own settings, untouched (a decaying schedule too).
-ALPHA_PRESETS = {"α × ⅓": 1 / 3, "α × 1 (unchanged)": 1.0, "α × 3": 3.0}
-OPTIMIZER_PRESETS = {"Gradient descent": "gd", "Momentum": "momentum", "RMSprop": "rmsprop",
-                     "Adam": "adam"}
-SCHEDULE_PRESETS = {
-    "Constant α": ("constant", {}),
-    "Exponential decay (×0.9 per epoch)": ("exponential", {"base": 0.9}),
-    "Staircase (×0.5 every 3 epochs)": ("staircase", {"factor": 0.5, "every": 3.0}),
-    "1 / (1 + 0.5·epoch)": ("inverse_time", {"decay_rate": 0.5}),
-}
-PRESETS = [*ALPHA_PRESETS, *OPTIMIZER_PRESETS, *SCHEDULE_PRESETS]
 MAX_CANDIDATES = 8
 COMMIT_MODES = {"settings": "settings only",
                 "branch": "settings and the sandbox's state as a new branch"}
@@ -99,7 +96,7 @@ def look_ahead_controls(snapshot: Snapshot) -> dict:
     start = left.selectbox(
         "Start from", [LIVE, *checkpoints], key="la_start",
         format_func=lambda c: (f"the run now (step {snapshot.step}, branch {snapshot.branch})"
-                               if c == LIVE else _checkpoint_label(checkpoints[c])),
+                               if c == LIVE else ui.checkpoint_label(checkpoints[c])),
         help="Committing the sandbox's state as a new branch needs a start on the branch "
              "the run is on now.")
     steps = middle.number_input("Steps k", key="la_steps", value=200, min_value=10,
@@ -120,11 +117,6 @@ def look_ahead_controls(snapshot: Snapshot) -> dict:
             "carry": carry}
 
 
-def _checkpoint_label(row: Mapping) -> str:
-    note = f" · {row['note']}" if row.get("note") else ""
-    return f"{row['id']} · step {row['step']} · branch {row['branch']} · {row['kind']}{note}"
-
-
 def parse_alphas(text: str) -> list[float]:
     """ "1e-4, 3e-3" → [1e-4, 3e-3]; ValueError naming what is not a positive number."""
     alphas = []
@@ -137,37 +129,6 @@ def parse_alphas(text: str) -> list[float]:
             raise ValueError(f"α must be a positive number, got {part}")
         alphas.append(alpha)
     return alphas
-
-
-def build_candidates(presets: Sequence[str], alphas: Sequence[float], alpha_now: float,
-                     hparams: Mapping, carry: bool) -> tuple[list[dict], list[str]]:
-    """Each preset's changes from the start's settings; duplicates run once."""
-    chosen = []
-    factors = [ALPHA_PRESETS[p] for p in presets if p in ALPHA_PRESETS]
-    scaled = iter(alpha_candidates(alpha_now, [f for f in factors if f != 1.0]))
-    for preset in presets:
-        if preset in ALPHA_PRESETS:
-            chosen.append((preset, {} if ALPHA_PRESETS[preset] == 1.0 else next(scaled)))
-        elif preset in OPTIMIZER_PRESETS:
-            optimizer = OPTIMIZER_PRESETS[preset]
-            same = optimizer == hparams["optimizer"]
-            chosen.append((preset, {} if same else {"optimizer": optimizer,
-                                                    **({"carry_moments": True} if carry
-                                                       else {})}))
-        else:
-            schedule, params = SCHEDULE_PRESETS[preset]
-            same = schedule == hparams["schedule"] and params == dict(hparams["schedule_params"])
-            chosen.append((preset, {} if same else {"schedule": schedule,
-                                                    "schedule_params": dict(params)}))
-    chosen += [(f"α = {alpha:.3g}", {"lr": alpha}) for alpha in alphas]
-    changes, labels = [], []
-    for label, change in chosen:
-        if change in changes:
-            continue
-        changes.append(change)
-        labels.append(label + (" · unchanged" if not change and "unchanged" not in label
-                               else ""))
-    return changes, labels
 
 
 def run_look_ahead(trainer: Trainer, snapshot: Snapshot, settings: Mapping) -> None:

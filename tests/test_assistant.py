@@ -37,6 +37,7 @@ def fake_snapshot(
             "dev_accuracy": np.linspace(0.5, 0.93, n_evals) if dev_acc is None else dev_acc,
         },
         "hparams": hparams,
+        "alpha": hparams["lr"],  # a constant schedule: α now is α₀
         "events": list(events),
         "checkpoints": list(checkpoints),
         "branch": 0,
@@ -120,3 +121,23 @@ def test_autopilot_applies_a_suggestion_and_logs_it(tmp_path):
 def test_a_too_small_alpha_is_not_told_to_shrink_on_its_plateau():
     cost = np.concatenate([np.linspace(1, 0.9, 12), np.full(8, 0.9)])
     assert rules(fake_snapshot(dev_cost=cost, ratio=2e-6)) == ["update_ratio_low"]
+
+
+def test_alpha_proposals_start_from_the_alpha_in_force_not_the_schedules_anchor(tmp_path):
+    """Exponential decay, base 0.5: after 40 epochs α is ~1e-15 while hparams["lr"] (α₀,
+    the anchor) is still 1e-3. "α too low" must propose a multiple of α now, and its title
+    must say both."""
+    config = RunConfig(dataset="blobs", dataset_params={"n_samples": 300}, hidden=(8,),
+                       batch_size=240, eval_every=10, schedule="exponential",
+                       schedule_params={"base": 0.5})
+    with Trainer(config, tmp_path) as trainer:
+        snap = run_steps(trainer, 150)  # one step an epoch: 150 epochs
+        assert snap.hparams["lr"] == 1e-3 and snap.alpha < 1e-12 * 1.0001
+        ratio_low = [s for s in suggest(snap) if s.rule == "update_ratio_low"]
+        assert ratio_low, [s.title for s in suggest(snap)]
+        proposal = ratio_low[0].action["update"]["lr"]
+        assert snap.alpha < proposal <= 10 * snap.alpha
+        assert f"{snap.alpha:.3g} → {proposal:.3g}" in ratio_low[0].title
+        # applying it sets α now (the schedule re-anchors there), as the title says
+        trainer.update(lr=proposal)
+        assert trainer.snapshot().alpha == pytest.approx(proposal)

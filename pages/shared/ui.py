@@ -27,6 +27,13 @@ STATUS_BADGES = {
     "stopped": ("stopped", "gray", ":material/stop:"),
 }
 
+OPTIMIZER_NAMES = {"gd": "Gradient descent", "momentum": "Momentum",
+                   "nesterov": "Nesterov momentum", "rmsprop": "RMSprop", "adam": "Adam"}
+SCHEDULE_NAMES = {"constant": "Constant", "inverse_time": "1 / (1 + decay·epoch)",
+                  "exponential": "Exponential (base^epoch)", "inverse_sqrt": "k / √epoch",
+                  "staircase": "Staircase (×factor every n epochs)",
+                  "polynomial": "Polynomial (to `end` at `total`)",
+                  "piecewise": "Piecewise constant (×factors between boundaries)"}
 HPARAM_LABELS = {
     "lr": "α",
     "optimizer": "optimizer",
@@ -38,6 +45,7 @@ HPARAM_LABELS = {
     "schedule_params": "schedule parameters",
     "batch_size": "mini-batch size",
     "l2": "L2 λ",
+    "l1": "L1 λ₁",
     "keep_prob": "keep-prob",
     "bn_momentum": "BN β",
     "eval_every": "evaluate every",
@@ -53,6 +61,7 @@ def page_start(title: str, heading: str | None = None,
     snapshot = trainer.snapshot()
     st.title(heading or title, anchor=False)
     st.caption(run_caption(snapshot))
+    watch_run(trainer, snapshot)
     return trainer, snapshot
 
 
@@ -85,10 +94,65 @@ def format_percent(value) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
 
 
+def checkpoint_label(row) -> str:
+    """One line naming a checkpoint: "ckpt-000012 · step 500 · branch 1 · manual · note"."""
+    note = f" · {row['note']}" if row.get("note") else ""
+    return f"{row['id']} · step {row['step']} · branch {row['branch']} · {row['kind']}{note}"
+
+
 def describe_changes(changes) -> str:
     """``{"lr": (old, new)}`` as "α 0.001 → 0.01"."""
     return ", ".join(f"{HPARAM_LABELS.get(key, key)} {format_number(old)} → {format_number(new)}"
                      for key, (old, new) in changes.items())
+
+
+# ---------------------------------------------------------------------------
+# Widgets that show a value of the run
+# ---------------------------------------------------------------------------
+
+#: Where ``follow`` keeps, per widget, the run's value it last showed.
+_RUN_VALUE = "{}.run"
+
+
+def follow(key: str, value) -> bool:
+    """Let widget ``key`` show the run's ``value``, unless the user has edited it here.
+
+    Another tab, a rollback or the assistant can change the run under a page. A widget
+    the user has not touched (it still holds the run's value it last showed) takes the
+    new value; one the user edited keeps the edit. Call before the widget is drawn.
+    Returns True if the widget's value was set.
+    """
+    state, run_key = st.session_state, _RUN_VALUE.format(key)
+    take = key not in state or run_key not in state or state[key] == state[run_key]
+    if take:
+        state[key] = value
+    state[run_key] = value
+    return take
+
+
+def run_value(key: str, default=None):
+    """The run's value that widget ``key`` last showed (see :func:`follow`)."""
+    return st.session_state.get(_RUN_VALUE.format(key), default)
+
+
+def edited(key: str) -> bool:
+    """Whether the user changed widget ``key`` away from the run's value it showed."""
+    state, run_key = st.session_state, _RUN_VALUE.format(key)
+    return key in state and run_key in state and state[key] != state[run_key]
+
+
+def revert(key: str) -> None:
+    """Put widget ``key`` back to the run's value it showed (after a refused change)."""
+    run_key = _RUN_VALUE.format(key)
+    if run_key in st.session_state:
+        st.session_state[key] = st.session_state[run_key]
+
+
+def forget_followed(prefix: str) -> None:
+    """Drop the run values of every widget whose key starts with ``prefix``: they all
+    follow the run again (a new run, Discard)."""
+    for key in [k for k in st.session_state if k.startswith(prefix) and k.endswith(".run")]:
+        del st.session_state[key]
 
 
 # ---------------------------------------------------------------------------
@@ -198,26 +262,60 @@ def _rollback_after_divergence(trainer: Trainer, checkpoint_id: str, alpha_key: 
                          f"α = {alpha:.3g}. Press Start to train.")
 
 
-def live_view(render: Callable[[Snapshot], None], trainer: Trainer, status: str,
+#: While the run is not training, a page looks this often whether another tab (or the
+#: assistant) changed it, and reruns if so.
+WATCH_SECONDS = 2.0
+
+
+def steering(snapshot: Snapshot) -> tuple:
+    """What a page's controls show of the run: when it changes, the whole page reruns."""
+    return (snapshot.run_id, snapshot.status, snapshot.branch, snapshot.speed_limit,
+            snapshot.autopilot, _plain(snapshot.hparams))
+
+
+def _plain(value):
+    if hasattr(value, "items"):
+        return tuple(sorted((k, _plain(v)) for k, v in value.items()))
+    return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def live_view(render: Callable[[Snapshot], None], trainer: Trainer, page: Snapshot,
               run_every: float | None = None,
               while_running: float = LIVE_REFRESH_SECONDS) -> None:
     """Render ``render(snapshot)`` in a fragment that reruns on its own while training runs.
 
     It reruns every ``while_running`` seconds while the run trains, or every
-    ``run_every`` seconds whatever the status if that is given. When the status changes
-    under a live view (a Step ×100 finishes, the run diverges), the whole page reruns so
-    controls, alerts and the refresh rate follow.
+    ``run_every`` seconds whatever the status if that is given. When the run's steering
+    changes under a live view (a Step ×100 finishes, the run diverges, another tab
+    applies a change), the whole page reruns so controls, alerts and the refresh rate
+    follow. ``page`` is the snapshot the page was drawn from.
     """
     if run_every is not None:
         every = run_every
     else:
-        every = while_running if status == "running" else None
+        every = while_running if page.status == "running" else None
+    drawn = steering(page)
 
     @st.fragment(run_every=every)
     def view():
         snapshot = trainer.snapshot()
-        if snapshot.status != status:
+        if steering(snapshot) != drawn:
             st.rerun(scope="app")
         render(snapshot)
 
     view()
+
+
+def watch_run(trainer: Trainer, page: Snapshot) -> None:
+    """While the run is not training (no live view reruns), rerun the page when another
+    tab changes the run, so that every tab shows what the run is."""
+    if page.status == "running":
+        return
+    drawn = steering(page)
+
+    @st.fragment(run_every=WATCH_SECONDS)
+    def watch():
+        if steering(trainer.snapshot()) != drawn:
+            st.rerun(scope="app")
+
+    watch()

@@ -1,0 +1,305 @@
+"""The sidebar's hyperparameters: edited freely, sent together by one "Apply".
+
+Every field shows the run's value and follows it (another tab, a rollback, the
+assistant) until the user edits it (``ui.follow``); Apply sends exactly the fields the
+user changed in this tab, from the run's next step, after a pre-change checkpoint.
+Below the fields: the optimizer-switch policy (``switch``), the decay preview, the
+formulas and the log-scale sampler (``sampling``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import streamlit as st
+
+from dlcore.hparams import OPTIMIZER_HPARAMS
+from dlcore.optim import OPTIMIZERS, optimizer_formula
+from dlcore.schedules import SCHEDULES, make_schedule, preview, schedule_formula
+from dlcore.trainer import Snapshot, Trainer
+from pages.panels import sampling, switch
+from pages.shared import charts, ui
+
+# Schedule parameters: label, minimum (None: a list typed as text), format, help.
+SCHEDULE_PARAMS = {
+    "decay_rate": ("decay rate", 0.0, "%.3g", "α = α0 / (1 + decay_rate · ⌊epoch / interval⌋)"),
+    "interval": ("interval (epochs)", 1e-3, "%g", "Decay once per this many epochs."),
+    "base": ("base", 1e-6, "%.4g", "α = α0 · base^epoch; in (0, 1]."),
+    "k": ("k", 1e-6, "%.3g", "α = α0 · k / √epoch."),
+    "factor": ("factor", 1e-6, "%.3g", "Multiply α by this every `every` epochs; in (0, 1]."),
+    "every": ("every (epochs)", 1e-3, "%g", "Epochs between two drops."),
+    "end": ("end α", 0.0, "%.3g", "α reached at epoch `total` and kept after it."),
+    "total": ("total (epochs)", 1e-3, "%g", "Epochs until α reaches `end`."),
+    "power": ("power", 1e-6, "%.3g", "1 is a straight line from α0 to end."),
+    "boundaries": ("boundaries (epochs)", None, "", "Epochs where α drops, increasing, "
+                   "separated by commas: 10, 20."),
+    "factors": ("factors", None, "", "α0 × each factor, one more than the boundaries, in "
+                "(0, 1]: 1, 0.1, 0.01."),
+}
+BETA_HELP = {
+    "beta": "Momentum's β: v = β·v + (1−β)·dW averages the gradients of about "
+            "1/(1−β) steps (0.9 ≈ the last 10).",
+    "beta1": "Adam's β₁ for the first moment (mean of dW): ≈ 1/(1−β₁) steps. Usually 0.9.",
+    "beta2": "β₂ for the second moment (mean of dW²): ≈ 1/(1−β₂) steps. Usually 0.999.",
+    "eps": "ε keeps the division √s + ε away from zero. Usually 1e-8; rarely tuned.",
+    "bn_momentum": "BatchNorm's running averages used at test time: "
+                   "run = β·run + (1−β)·batch, ≈ the last 1/(1−β) mini-batches.",
+}
+BETA_LABELS = {"beta": "β", "beta1": "β₁", "beta2": "β₂", "eps": "ε",
+               "bn_momentum": "BatchNorm β (running averages)"}
+# The log-slider's grid for α: four values per decade, 1e-6 … 100.
+ALPHA_GRID = [float(f"{10 ** (k / 4):.2g}") for k in range(-24, 9)]
+PREVIEW_EPOCHS = 40
+#: The hyperparameters every optimizer has a field for (its own β's/ε come on top).
+COMMON_KEYS = ("lr", "optimizer", "schedule", "batch_size", "eval_every", "l2", "l1",
+               "keep_prob", "bn_momentum")
+
+
+def panel(trainer: Trainer, snapshot: Snapshot) -> None:
+    st.header("Hyperparameters", anchor=False)
+    follow_run(snapshot)
+    values = controls(snapshot)
+    changes = pending_changes(values)
+    with st.container(horizontal=True):
+        st.button("Apply", type="primary", key="apply", on_click=_apply, args=(trainer,),
+                  icon=":material/check:",
+                  help="Send every change at once; it takes effect at the next step "
+                       "(a pre-change checkpoint is saved first).")
+        st.button("Discard", key="discard", on_click=_discard, disabled=not changes,
+                  help="Put the fields back to the run's values.")
+    if changes:
+        st.caption("Pending: " + ui.describe_changes(_old_and_new(changes)))
+    else:
+        st.caption("The fields show the run's current values.")
+    switch.panel(trainer, snapshot, values)
+    schedule_preview(values)
+    with st.expander("Formulas", icon=":material/function:"):
+        st.markdown(f"**{ui.OPTIMIZER_NAMES[values['optimizer']]}**")
+        st.latex(optimizer_formula(values["optimizer"]))
+        st.markdown(f"**Decay: {ui.SCHEDULE_NAMES[values['schedule']]}**")
+        st.latex(schedule_formula(values["schedule"]))
+    sampling.panel(values, BETA_LABELS, _slider_from_alpha)
+
+
+# ---------------------------------------------------------------------------
+# Fields that follow the run
+# ---------------------------------------------------------------------------
+
+
+def current_hparams(snapshot: Snapshot) -> dict:
+    """The run's hyperparameters as plain values, schedule parameters with defaults filled in."""
+    hparams = {k: v for k, v in snapshot.hparams.items() if k != "schedule_params"}
+    hparams["schedule_params"] = make_schedule(
+        hparams["schedule"], **dict(snapshot.hparams["schedule_params"])).params
+    return hparams
+
+
+def schedule_key(schedule: str, param: str) -> str:
+    return f"hp_sched_{schedule}_{param}"
+
+
+def follow_run(snapshot: Snapshot) -> None:
+    """Every field takes the run's value unless the user has edited it in this tab."""
+    state, current = st.session_state, current_hparams(snapshot)
+    for key, value in current.items():
+        if key != "schedule_params" and ui.follow(f"hp_{key}", value) and key == "lr":
+            state["hp_lr_log"] = _nearest_grid_alpha(value)
+    for param, value in current["schedule_params"].items():
+        ui.follow(schedule_key(current["schedule"], param), _param_field_value(value))
+    if "hp_lr_log" not in state:
+        state["hp_lr_log"] = _nearest_grid_alpha(state["hp_lr"])
+    # A field that reappears (β's after switching the optimizer back, a schedule's
+    # parameters) must get its value in this run, or the browser shows the widget's default.
+    for key in [k for k in state if k.startswith("hp_") and not k.endswith(".run")]:
+        state[key] = state[key]
+
+
+def _param_field_value(value):
+    """A schedule parameter as its field holds it: a number, or a list as "10, 20"."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(f"{v:g}" for v in value)
+    return float(value)
+
+
+def _parse_param(value):
+    """A field's value back as a schedule parameter; a list field's text as floats."""
+    if not isinstance(value, str):
+        return value
+    parts = [p for p in re.split(r"[,;\s]+", value.strip()) if p]
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        return value  # make_schedule says what is wrong with it
+
+
+def _nearest_grid_alpha(alpha: float) -> float:
+    return min(ALPHA_GRID, key=lambda g: abs(math.log10(g) - math.log10(alpha)))
+
+
+def _alpha_from_slider() -> None:
+    st.session_state["hp_lr"] = st.session_state["hp_lr_log"]
+
+
+def _slider_from_alpha() -> None:
+    st.session_state["hp_lr_log"] = _nearest_grid_alpha(st.session_state["hp_lr"])
+
+
+def controls(snapshot: Snapshot) -> dict:
+    """The hyperparameter fields; returns what they hold now (applied or not)."""
+    n_train = snapshot.dataset["n_train"]
+    st.number_input("Learning rate α₀", key="hp_lr", min_value=1e-10, max_value=1e3,
+                    format="%.3e", step=1e-5, on_change=_slider_from_alpha,
+                    help="The α the decay schedule starts from; typing one sets α now and "
+                         "the schedule decays from there. The tile \"α now\" shows the α "
+                         "in force after any decay.")
+    st.select_slider("α₀ on a log scale", options=ALPHA_GRID, key="hp_lr_log",
+                     format_func=lambda v: f"{v:.2g}", on_change=_alpha_from_slider,
+                     help="Four steps per decade: 1e-3, 1.8e-3, 3.2e-3, 5.6e-3, 1e-2 …")
+
+    optimizer = st.selectbox("Optimizer", OPTIMIZERS, key="hp_optimizer",
+                             format_func=ui.OPTIMIZER_NAMES.get)
+    own = OPTIMIZER_HPARAMS[optimizer]
+    if own:
+        for column, key in zip(st.columns(len(own)), own, strict=True):
+            with column:
+                _beta_input(key)
+
+    schedule = st.selectbox("Learning-rate decay", SCHEDULES, key="hp_schedule",
+                            format_func=ui.SCHEDULE_NAMES.get)
+    defaults = make_schedule(schedule).params
+    if defaults:
+        for column, (param, default) in zip(st.columns(len(defaults)), defaults.items(),
+                                            strict=True):
+            _schedule_param_input(column, schedule, param, default)
+
+    left, right = st.columns(2)
+    left.number_input("Mini-batch size", key="hp_batch_size", min_value=1, max_value=n_train,
+                      step=1, help=f"Examples per gradient step (the training set has "
+                                   f"{n_train}).")
+    right.number_input("Evaluate every", key="hp_eval_every", min_value=1, step=10,
+                       help="Steps between two evaluations of train/dev accuracy and of "
+                            "the BatchNorm statistics.")
+    left.number_input("L2 λ", key="hp_l2", min_value=0.0, format="%g",
+                      step=1e-4, help="L2 regularization: adds λ/(2m)·Σ‖W‖² to the cost; "
+                                      "it shrinks every weight.")
+    right.number_input("L1 λ₁", key="hp_l1", min_value=0.0, format="%g", step=1e-4,
+                       help="L1 regularization: adds λ₁/(2m)·Σ|W| to the cost; it drives "
+                            "weights to exactly 0 (watch the sparsity chart).")
+    left.slider("Keep-prob", key="hp_keep_prob", min_value=0.05, max_value=1.0,
+                step=0.05, help="Dropout: the probability of keeping a hidden unit (1 = no "
+                                "dropout).")
+    with right:
+        _beta_input("bn_momentum", disabled=not snapshot.config["batchnorm"])
+    return field_values(snapshot)
+
+
+def _schedule_param_input(column, schedule: str, param: str, default) -> None:
+    label, minimum, fmt, help_text = SCHEDULE_PARAMS[param]
+    widget = schedule_key(schedule, param)
+    if widget not in st.session_state:
+        st.session_state[widget] = _param_field_value(default)
+    if minimum is None:
+        column.text_input(label, key=widget, help=help_text)
+    else:
+        column.number_input(label, key=widget, min_value=minimum, format=fmt, help=help_text)
+
+
+def field_values(snapshot: Snapshot) -> dict:
+    """What the fields hold now, applied or not; a field not shown yet holds the run's value."""
+    state, current = st.session_state, current_hparams(snapshot)
+    values = {key: state.get(f"hp_{key}", current[key]) for key in COMMON_KEYS}
+    for key in OPTIMIZER_HPARAMS[values["optimizer"]]:
+        values[key] = state.get(f"hp_{key}", current[key])
+    schedule = values["schedule"]
+    fallback = (current["schedule_params"] if schedule == current["schedule"]
+                else make_schedule(schedule).params)
+    values["schedule_params"] = {
+        param: _parse_param(state.get(schedule_key(schedule, param), default))
+        for param, default in fallback.items()}
+    return values
+
+
+def _beta_input(key: str, disabled: bool = False) -> None:
+    if key == "eps":
+        st.number_input(BETA_LABELS[key], key="hp_eps", min_value=1e-15, max_value=1.0,
+                        format="%.1e", step=None, help=BETA_HELP[key])
+        return
+    st.number_input(BETA_LABELS[key], key=f"hp_{key}", min_value=0.0, max_value=0.99999,
+                    format="%.4f", step=0.001, help=BETA_HELP[key], disabled=disabled)
+
+
+# ---------------------------------------------------------------------------
+# Apply: only what this tab changed
+# ---------------------------------------------------------------------------
+
+
+def pending_changes(values: dict) -> dict:
+    """The fields the user changed in this tab (what Apply sends); a new schedule or
+    new schedule parameters come with all of that schedule's parameters."""
+    changes = {key: value for key, value in values.items()
+               if key != "schedule_params" and ui.run_value(f"hp_{key}", value) != value}
+    schedule = values["schedule"]
+    shown = {param: _parse_param(ui.run_value(schedule_key(schedule, param)))
+             for param in values["schedule_params"]}
+    if "schedule" in changes or values["schedule_params"] != shown:
+        changes["schedule"] = schedule
+        changes["schedule_params"] = values["schedule_params"]
+    return changes
+
+
+def _old_and_new(changes: dict) -> dict:
+    """``{key: (run's value as shown, new value)}`` for describing pending changes."""
+    old = {key: ui.run_value(f"hp_{key}") for key in changes}
+    if "schedule_params" in changes:
+        schedule = ui.run_value("hp_schedule")
+        old["schedule_params"] = {
+            param: _parse_param(ui.run_value(schedule_key(schedule, param)))
+            for param in make_schedule(schedule).params} if schedule else None
+    return {key: (old[key], value) for key, value in changes.items()}
+
+
+def _apply(trainer: Trainer) -> None:
+    # Read the fields now, not at the last render: an edit may have landed since.
+    before = trainer.snapshot()
+    changes = pending_changes(field_values(before))
+    if not changes:
+        ui.flash("info", "Nothing to apply: the fields hold the run's current values.")
+        return
+    described = ui.describe_changes(_old_and_new(changes))
+    carry = "optimizer" in changes and st.session_state.get("switch_moments") == "carry"
+    ok, _ = ui.run_command(trainer.update, **changes, **({"carry_moments": True} if carry
+                                                         else {}))
+    if not ok:
+        return
+    moments = ("; the new optimizer carries the moments that transfer" if carry
+               else "; the new optimizer starts fresh (t = 0)" if "optimizer" in changes else "")
+    ui.flash("success", f"Applied from the next step: {described}{moments}")
+
+
+def _discard() -> None:
+    for key in [k for k in st.session_state if k.startswith("hp_") and ui.edited(k)]:
+        ui.revert(key)
+    _slider_from_alpha()
+
+
+# ---------------------------------------------------------------------------
+# Decay preview
+# ---------------------------------------------------------------------------
+
+
+def schedule_preview(values: dict) -> None:
+    """α over the next epochs if the fields were applied now."""
+    try:
+        schedule = make_schedule(values["schedule"], **values["schedule_params"])
+        alphas = preview(schedule, values["lr"], PREVIEW_EPOCHS)
+    except ValueError as error:
+        st.error(f"Schedule: {error}")
+        return
+    fig = charts.new_figure(f"α over the next {PREVIEW_EPOCHS} epochs", "α", x_title="epoch",
+                            height=180)
+    fig.add_scatter(x=list(range(PREVIEW_EPOCHS)), y=alphas, mode="lines",
+                    line={"color": "#ff7f0e", "width": 2}, name="α", showlegend=False)
+    fig.update_layout(margin={"l": 0, "r": 0, "t": 30, "b": 0}, title_font_size=12)
+    fig.update_yaxes(exponentformat="power", range=[0, 1.1 * max(alphas.tolist())])
+    st.plotly_chart(fig, key="schedule_preview", config={"displayModeBar": False})

@@ -1,0 +1,77 @@
+"""The live view: tiles (step, epoch, α now, cost, dev accuracy, speed) and the learning
+curves, redrawn while training runs; decision regions for 2-D data."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dlcore.trainer import Snapshot, Trainer
+from pages.shared import charts, ui
+
+WINDOWS = {"Last 500": 500, "Last 5,000": 5_000, "Last 50,000": 50_000, "All": None}
+#: The learning curves redraw every 2 s while training, the tiles above them every second:
+#: the browser redrawing four plotly charts takes about 0.4 of a core at once a second,
+#: taken from the training thread on a two-core machine (bench/RESULTS.md).
+CHART_REFRESH_SECONDS = 2.0
+
+
+def panel(trainer: Trainer, snapshot: Snapshot) -> None:
+    window, log_y = chart_options()
+    ui.live_view(tiles, trainer, snapshot)
+    ui.live_view(lambda s: live_charts(s, window, log_y), trainer, snapshot,
+                 while_running=CHART_REFRESH_SECONDS)
+
+
+def chart_options() -> tuple[int | None, bool]:
+    with st.container(horizontal=True, vertical_alignment="center"):
+        choice = st.segmented_control("Window", list(WINDOWS), default="All", key="window",
+                                      label_visibility="collapsed",
+                                      help="Show the last N steps or the whole lineage.")
+        log_y = st.toggle("Log-scale cost", key="log_y")
+    return WINDOWS.get(choice or "All"), log_y
+
+
+def tiles(snapshot: Snapshot) -> None:
+    history = snapshot.history
+    cost = float(history["cost"][-1]) if len(history["cost"]) else None
+    dev = history["dev_accuracy"]
+    dev_now = float(dev[-1]) if len(dev) else None
+    dev_delta = (f"{100 * (float(dev[-1]) - float(dev[-2])):+.1f} pts" if len(dev) > 1
+                 else None)
+    columns = st.columns(6)
+    columns[0].metric("Step", f"{snapshot.step:,}", border=True)
+    columns[1].metric("Epoch", f"{snapshot.epoch:,}", border=True)
+    columns[2].metric("α now", f"{snapshot.alpha:.3g}", border=True,
+                      help="The learning rate of the next step (after any decay).")
+    columns[3].metric("Last cost J", "–" if cost is None else f"{cost:.4f}", border=True,
+                      help="Cost of the last mini-batch (training mode).")
+    columns[4].metric("Dev accuracy", ui.format_percent(dev_now), dev_delta, border=True,
+                      help="At the last evaluation, inference mode; change since the one "
+                           "before.")
+    columns[5].metric("Steps / s", f"{snapshot.steps_per_second:.0f}", border=True)
+
+
+def live_charts(snapshot: Snapshot, window: int | None, log_y: bool) -> None:
+    history, events = snapshot.history, snapshot.events
+    others = [(number, branch["history"], branch["fork_step"])
+              for number, branch in snapshot.branches.items() if number != snapshot.branch][-8:]
+    top_left, top_right = st.columns(2)
+    top_left.plotly_chart(charts.cost_figure(history, events, window, log_y, others),
+                          key="chart_cost")
+    top_right.plotly_chart(charts.accuracy_figure(history, events, window),
+                           key="chart_accuracy")
+    bottom_left, bottom_right = st.columns(2)
+    bottom_left.plotly_chart(charts.alpha_figure(history, events, window), key="chart_alpha")
+    bottom_right.plotly_chart(
+        charts.update_ratio_figure(history, snapshot.layers, events, window),
+        key="chart_update_ratio")
+    st.caption(charts.EVENTS_CAPTION)
+    if snapshot.decision_grid is not None:
+        left, right = st.columns([3, 2])
+        left.plotly_chart(charts.decision_region_figure(snapshot.decision_grid,
+                                                        snapshot.dataset["class_names"]),
+                          key="chart_decision_regions")
+        right.markdown(
+            "**Decision regions.** The background is the class the network predicts at each "
+            "point of the plane (inference mode), the dots are the training examples. Refreshed "
+            f"at every evaluation (every {snapshot.hparams['eval_every']} steps).")
