@@ -10,10 +10,7 @@ The state is only ever swapped whole (a rollback builds a fresh, fully checked
 show are published under the lock after each step and each command: a snapshot sees
 the run before or after a command, never half-way through one.
 
-Checkpoints are written journal chunk first, then the checkpoint, each atomically.
-Periodic ones are written by a short-lived thread while training goes on (one at a
-time); the run lists such a checkpoint once both files are on disk, and every command,
-pause and later checkpoint first waits for it (:meth:`Run.finish_background_write`).
+Checkpoints (listing, writing, the background write) are :mod:`dlcore.saving`'s.
 """
 
 from __future__ import annotations
@@ -24,16 +21,15 @@ import time
 import traceback
 from types import MappingProxyType
 
-import numpy as np
-
 from dlcore import commands, loop
 from dlcore.branches import BranchTree, check_registry
 from dlcore.checkpoint import CheckpointError
 from dlcore.hparams import RUN_SETTINGS, validate_hparams
 from dlcore.observers import Autopilot, LiveViews, PeriodicCheckpoints, Request
+from dlcore.saving import Checkpoints
 from dlcore.snapshot import Snapshot, bn_views, branch_views, freeze
 from dlcore.state import TrainingState
-from dlcore.store import CHECKPOINT_FORMAT, CheckpointJob, RunStore
+from dlcore.store import CHECKPOINT_FORMAT, RunStore
 
 STATUSES = ("idle", "running", "paused", "diverged", "error", "stopped")
 
@@ -50,16 +46,13 @@ class Run:
         self.error: str | None = None
         self.error_traceback: str | None = None
         self.divergence: dict | None = None
-        self.checkpoints: list = []  # frozen infos, in the order written
-        self.damaged: list[dict] = []
-        self.last_good: str | None = None
+        self.checkpoints = Checkpoints(self)
         self.speed_limit: float | None = None
         self.rate_times: collections.deque = collections.deque(maxlen=200)
         self.live_views = LiveViews()
         self.autopilot = Autopilot()
         self.observers = [self.live_views, self.autopilot,
                           PeriodicCheckpoints(config.checkpoint_every)]
-        self._pending: tuple | None = None  # (job, chunk, event) written in the background
         self._latest_bn: MappingProxyType = MappingProxyType({})
         self._decision_grid = None
         self._published: tuple = ()
@@ -100,12 +93,6 @@ class Run:
             return {**self._published[3], "speed_limit": self.speed_limit,
                     "autopilot": self.autopilot.enabled}
 
-    def note_damaged(self, file: str, reason: str) -> None:
-        """List a file found damaged after the run opened (once per file)."""
-        with self.lock:
-            if all(d["file"] != file for d in self.damaged):
-                self.damaged.append({"file": file, "reason": reason})
-
     def snapshot(self) -> Snapshot:
         with self.lock:
             step, epoch, alpha, _, hparams = self._published
@@ -116,14 +103,15 @@ class Run:
                 autopilot=self.autopilot.enabled, steps_per_second=self.steps_per_second(),
                 history=MappingProxyType(branch.history()),
                 events=tuple(branch.events),  # frozen when recorded: no copy per snapshot
-                checkpoints=tuple(self.checkpoints),
-                damaged=tuple(freeze(d) for d in self.damaged),
+                checkpoints=tuple(self.checkpoints.listed),
+                damaged=tuple(freeze(d) for d in self.checkpoints.damaged),
                 branch=self.tree.active, branches=branch_views(self.tree),
                 bn=bn_views(self._latest_bn, branch), error=self.error,
                 error_traceback=self.error_traceback,
                 divergence=freeze(self.divergence) if self.divergence else None,
                 config=self._frozen_config, dataset=self._dataset, layers=self._layers,
-                last_good_checkpoint=self.last_good, checkpoint_dir=str(self.store.dir),
+                last_good_checkpoint=self.checkpoints.last_good,
+                checkpoint_dir=str(self.store.dir),
                 decision_grid=self._decision_grid,
             )
 
@@ -152,7 +140,7 @@ class Run:
             self.steps_left -= 1
             if self.steps_left <= 0:
                 # Whoever sees "paused" also sees a checkpoint of this very step listed.
-                self.finish_background_write_or_stop(wait=True)
+                self.checkpoints.finish_background_or_stop(wait=True)
                 with self.lock:
                     self.steps_left = None
                     if self.status == "running":
@@ -186,7 +174,7 @@ class Run:
     def apply(self, request: Request) -> None:
         """Carry out what an observer asked for, as the matching command would."""
         if request.checkpoint:
-            self.write_checkpoint(request.checkpoint, "", background=request.checkpoint
+            self.checkpoints.write(request.checkpoint, "", background=request.checkpoint
                                   == "periodic")
         if request.update:
             self.update(commands.Update(dict(request.update), source=request.source))
@@ -202,14 +190,14 @@ class Run:
                 self.record_event(details.pop("kind"), **details)
 
     def diverge(self, cause: str) -> None:
-        self.finish_background_write_or_stop(wait=True)  # it may be the last good one
+        self.checkpoints.finish_background_or_stop(wait=True)  # it may be the last good one
         with self.lock:
             self.status = "diverged"
             self.steps_left = None
+            last_good = self.checkpoints.last_good
             self.divergence = {"step": self.state.step + 1, "cause": cause,
-                               "last_good_checkpoint": self.last_good,
-                               "alpha": self.state.alpha()}
-            self.record_event("divergence", cause=cause, last_good_checkpoint=self.last_good)
+                               "last_good_checkpoint": last_good, "alpha": self.state.alpha()}
+            self.record_event("divergence", cause=cause, last_good_checkpoint=last_good)
 
     def fail(self, error: BaseException) -> None:
         with self.lock:
@@ -252,7 +240,7 @@ class Run:
         settings = {name: changes.pop(name) for name in RUN_SETTINGS if name in changes}
         # 1) a checkpoint first, so that the change can be undone
         if changes and checkpoint_first:
-            self.write_checkpoint("pre-change", "before " + ", ".join(sorted(changes)))
+            self.checkpoints.write("pre-change", "before " + ", ".join(sorted(changes)))
         with self.lock:
             if "speed_limit" in settings:
                 self.speed_limit = settings["speed_limit"]
@@ -267,7 +255,7 @@ class Run:
             self.record_event("change", **details, source=command.source)
 
     def checkpoint(self, command: commands.Checkpoint) -> str:
-        return self.write_checkpoint("manual", command.note)
+        return self.checkpoints.write("manual", command.note)
 
     def rollback(self, command: commands.Rollback) -> int:
         info = command.meta["info"]
@@ -304,25 +292,23 @@ class Run:
 
     def delete(self, command: commands.Delete) -> None:
         checkpoint_id = command.path.stem
-        if checkpoint_id == self.last_good:
+        if checkpoint_id == self.checkpoints.last_good:
             raise ValueError(f"{checkpoint_id} is the checkpoint the run stands on; it can't "
                              "be deleted")
         self.store.delete(command.path)
-        with self.lock:
-            self.checkpoints = [c for c in self.checkpoints if c["id"] != checkpoint_id]
-            self.damaged = [d for d in self.damaged if d["file"] != command.path.name]
+        self.checkpoints.forget(checkpoint_id, command.path.name)
 
     def finish(self, command: commands.Stop | None = None) -> None:
         """Save anything unsaved in a final checkpoint; the run is "stopped" afterwards."""
-        self.finish_background_write_or_stop(wait=True)
+        self.checkpoints.finish_background_or_stop(wait=True)
         with self.lock:
             # Also unsaved: a change (or other event) made since the last checkpoint, e.g.
             # update() then stop() with no step between would otherwise lose the change.
-            unsaved = (self.state.step != self._checkpointed_step()
+            unsaved = (self.state.step != self.checkpoints.checkpointed_step()
                        or self.tree.current.has_unjournalled_events())
         if unsaved and self.status not in ("diverged", "error"):
             try:
-                self.write_checkpoint("final", "saved on stop")
+                self.checkpoints.write("final", "saved on stop")
             except Exception as error:
                 self.fail(error)
         with self.lock:
@@ -336,9 +322,9 @@ class Run:
 
     def _save_branch_being_left(self, note: str) -> None:
         """Checkpoint the branch being left, so its whole history stays on disk."""
-        if self.state.step != self._checkpointed_step():
+        if self.state.step != self.checkpoints.checkpointed_step():
             try:
-                self.write_checkpoint("pre-change", note)
+                self.checkpoints.write("pre-change", note)
             except ValueError:  # NaN/inf after an overflow: keep just its history
                 seq = self.store.take_seq()
                 chunk = self.tree.current.claim_journal_chunk(self.tree.active)
@@ -362,113 +348,19 @@ class Run:
             self.divergence = None
             self.error = None
             self.error_traceback = None
-            self.last_good = from_checkpoint  # None after a look-ahead: no file holds it yet
+            # None after a look-ahead: no file holds its state until its first checkpoint
+            self.checkpoints.last_good = from_checkpoint
             self.record_event("rollback", checkpoint=from_checkpoint, branch=number, note=note)
         self.publish_state()
         for observer in self.observers:
             observer.after_restore(self)
         try:
-            self.write_checkpoint("rollback", note, parent=from_checkpoint)
+            self.checkpoints.write("rollback", note, parent=from_checkpoint)
         except OSError as error:
             # The fork itself is done and consistent in memory; only its first save failed.
             # Shown as an error (training stops); the next checkpoint saves the new branch.
             self.fail(error)
         return number
-
-    # -- writing checkpoints -----------------------------------------------------------------
-
-    def write_checkpoint(self, kind: str, note: str, parent: str | None = None,
-                         background: bool = False) -> str:
-        """Journal chunk, then the checkpoint, each atomically. Returns its id.
-
-        Its parent is the last good checkpoint; a "rollback" checkpoint's is ``parent``,
-        the checkpoint its branch forked from (None after a committed look-ahead).
-
-        ``background`` (periodic checkpoints): the files are written in a short-lived
-        thread while training goes on, and the checkpoint is listed once
-        :meth:`finish_background_write` finds it on disk. Otherwise it is written and
-        listed here, raising what its write raised.
-        """
-        self.finish_background_write(wait=True)  # one at a time, in seq order, parent listed
-        pending = self._prepare_checkpoint(kind, note, parent)
-        job = pending[0]
-        if not background:
-            job.run()
-            return self._list_written(*pending)
-        self._pending = pending
-        try:
-            threading.Thread(target=job.run, name=f"panda-{self.store.run_id}-write",
-                             daemon=True).start()
-        except RuntimeError:  # no thread to be had: written here, listed as any other
-            job.run()
-        return job.info["id"]
-
-    def _prepare_checkpoint(self, kind, note, parent) -> tuple:
-        """``(job, chunk, event)``: copies of everything the checkpoint's two files hold;
-        its rows count as journalled. ValueError, recording nothing, for NaN/inf."""
-        seq = self.store.take_seq()
-        checkpoint_id = f"ckpt-{seq:06d}"
-        arrays, meta = self.state.to_checkpoint()
-        for key, value in arrays.items():
-            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-                raise ValueError(f"refusing to write {checkpoint_id}: {key} holds NaN/inf")
-        branch = self.tree.current
-        evals = branch.evals.view()
-        metrics = {}
-        if len(evals["eval_step"]) and evals["eval_step"][-1] == self.state.step:
-            metrics = {k: float(v[-1]) for k, v in evals.items() if k != "eval_step"}
-        meta["info"].update(
-            id=checkpoint_id, seq=seq, kind=kind, note=note, branch=self.tree.active,
-            parent=parent if kind == "rollback" else self.last_good, metrics=metrics,
-            time=time.time(),
-            # events of its branch up to and including this checkpoint's own
-            event_count=len(branch.events) + (kind != "pre-change"))
-        meta = {"format": CHECKPOINT_FORMAT, **meta, "config": self.config.to_dict(),
-                "branches": self.tree.registry()}
-        event = None
-        if kind != "pre-change":  # the change event itself marks that boundary
-            with self.lock:  # recorded first, so that the journal chunk holds it
-                event = self.record_event("checkpoint", checkpoint=checkpoint_id,
-                                          checkpoint_kind=kind, note=note)
-        chunk = branch.claim_journal_chunk(self.tree.active)
-        return self.store.job(seq, arrays, meta, chunk.payload(seq)), chunk, event
-
-    def _list_written(self, job: CheckpointJob, chunk, event) -> str:
-        """List a checkpoint whose files are on disk and return its id; if its write
-        failed, give its rows and events back to the next chunk and raise the error."""
-        with self.lock:
-            if job.error is None:
-                self.checkpoints.append(freeze(job.info))
-                self.last_good = job.info["id"]
-                return job.info["id"]
-            branch = self.tree.branches[chunk.branch_number]
-            branch.release(chunk)
-            if event is not None:  # by identity: later events may have been recorded
-                branch.events[:] = [e for e in branch.events if e is not event]
-        raise job.error
-
-    def finish_background_write(self, wait: bool) -> None:
-        """List the checkpoint being written in the background, if there is one and it is
-        done (or, with ``wait``, once it is); raises what its write raised."""
-        pending = self._pending
-        if pending is None or not (wait or pending[0].done.is_set()):
-            return
-        pending[0].done.wait()
-        self._pending = None
-        self._list_written(*pending)
-
-    def finish_background_write_or_stop(self, wait: bool) -> None:
-        """:meth:`finish_background_write` for callers that carry on: a failed write
-        stops training, with the error shown."""
-        try:
-            self.finish_background_write(wait)
-        except Exception as error:
-            self.fail(error)
-
-    def _checkpointed_step(self) -> int:
-        info = next((c for c in self.checkpoints if c["id"] == self.last_good), None)
-        return info["step"] if info else -1
-
 
 def read_checked_checkpoint(store: RunStore, path, config, data):
     """``(arrays, meta, state)`` of a checkpoint of this run, every field checked: the

@@ -83,7 +83,7 @@ class Trainer:
             run = Run(config, data, store, state, BranchTree(Schemas.of(state.network)))
             run.evaluate()
             run.live_views.publish(run, record=True)
-            run.write_checkpoint("initial", "")
+            run.checkpoints.write("initial", "")
             # Last: list_runs only sees folders with a run.json, so a run that failed or
             # was killed before its first checkpoint is never the one open() picks.
             store.write_config(config)
@@ -253,7 +253,7 @@ class Trainer:
         try:
             return read_checked_checkpoint(self._run.store, path, self.config, self.data)
         except CheckpointError as error:
-            self._run.note_damaged(path.name, str(error))
+            self._run.checkpoints.note_damaged(path.name, str(error))
             raise ValueError(f"{what} {checkpoint_id}: {error}" if what else str(error)) \
                 from None
 
@@ -276,7 +276,7 @@ class Trainer:
         while True:
             # Running, it only looks whether a background checkpoint write has finished;
             # otherwise it lists that write before it waits for commands.
-            run.finish_background_write_or_stop(wait=run.status != "running")
+            run.checkpoints.finish_background_or_stop(wait=run.status != "running")
             # Waits at most 1 s at a time: a tiny speed limit (1e-300 steps/s) asks for a
             # wait beyond what the OS accepts, which would raise and end this thread.
             timeout = (min(run.seconds_until_next_step(), 1.0) if run.status == "running"
@@ -298,7 +298,7 @@ class Trainer:
 
     def _execute(self, command, reply) -> None:
         run = self._run
-        run.finish_background_write_or_stop(wait=True)  # commands see the disk as it is
+        run.checkpoints.finish_background_or_stop(wait=True)  # commands see the disk as it is
         try:
             result = HANDLERS[type(command)](run, command)
         except Exception as error:  # reported to the caller, never kills the worker
@@ -360,7 +360,8 @@ def _reopened(store: RunStore, config: RunConfig) -> Run:
                               {c["id"]: c.get("event_count") for c in checkpoints},
                               active=info["branch"])
     run = Run(config, data, store, state, tree)
-    run.checkpoints, run.damaged, run.last_good = checkpoints, damaged, info["id"]
+    run.checkpoints.listed, run.checkpoints.damaged = checkpoints, damaged
+    run.checkpoints.last_good = info["id"]
     # 3) the picture at the step it stands on (evaluated there unless it was)
     evals = tree.current.evals.view()["eval_step"]
     record = not len(evals) or evals[-1] != state.step
