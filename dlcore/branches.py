@@ -208,14 +208,13 @@ class BranchTree:
 
     def fork(self, parent: int, fork_step: int, from_checkpoint: str | None,
              event_count: int | None = None, history: Mapping | None = None,
-             events=()) -> int:
-        """Open a new branch at ``fork_step`` of branch ``parent`` and make it active.
+             events=()) -> Branch:
+        """A new branch at ``fork_step`` of branch ``parent``, not yet in the tree (the
+        copy takes a while on a long history: make it outside any lock, then :meth:`add`).
 
         Its history starts as the parent's lineage up to ``fork_step``, then ``history``
-        and ``events`` (rows trained elsewhere, e.g. in a sandbox) if given. Returns the
-        new branch's number.
+        and ``events`` (rows trained elsewhere, e.g. in a sandbox) if given.
         """
-        number = max(self.branches) + 1
         source = self.branches.get(parent)
         record = {"parent_branch": parent, "fork_step": fork_step,
                   "from_checkpoint": from_checkpoint}
@@ -224,6 +223,11 @@ class BranchTree:
         branch.mark_journalled(bn_step=fork_step)
         if history is not None:
             branch.extend(history, events)
+        return branch
+
+    def add(self, branch: Branch) -> int:
+        """Put a branch made by :meth:`fork` in the tree and make it active; its number."""
+        number = max(self.branches) + 1
         self.branches[number] = branch
         self.active = number
         return number

@@ -152,10 +152,10 @@ class Run:
         if isinstance(result, loop.Divergence):
             self.diverge(result.cause)
             return
-        with self.lock:
+        with self.lock:  # the row and the counters together: snapshots see both or neither
             self.tree.current.record_step(result)
             self.rate_times.append(time.monotonic())
-        self.publish_state()
+            self.publish_state()
         evaluation = (self.evaluate() if self.state.step % self.state.hparams["eval_every"] == 0
                       else None)
         for observer in self.observers:
@@ -250,8 +250,8 @@ class Run:
             return
         # 2) apply to the state; 3) publish, and record old → new values
         details = self.state.change(changes, carry_moments)
-        self.publish_state()
         with self.lock:
+            self.publish_state()
             self.record_event("change", **details, source=command.source)
 
     def checkpoint(self, command: commands.Checkpoint) -> str:
@@ -339,10 +339,12 @@ class Run:
                  events=()) -> int:
         """Swap in ``state`` on a new branch forked at ``fork_step`` of ``parent``; then its
         first checkpoint. Returns the new branch's number."""
-        with self.lock:
+        branch = self.tree.fork(parent, fork_step, from_checkpoint, event_count, history,
+                                events)
+        with self.lock:  # the whole swap at once: a snapshot sees the run before or after
             self.state = state
-            number = self.tree.fork(parent, fork_step, from_checkpoint, event_count,
-                                    history, events)
+            number = self.tree.add(branch)
+            self.publish_state()
             self.status = "paused"
             self.steps_left = None
             self.divergence = None
@@ -351,7 +353,6 @@ class Run:
             # None after a look-ahead: no file holds its state until its first checkpoint
             self.checkpoints.last_good = from_checkpoint
             self.record_event("rollback", checkpoint=from_checkpoint, branch=number, note=note)
-        self.publish_state()
         for observer in self.observers:
             observer.after_restore(self)
         try:
