@@ -60,7 +60,11 @@ def model_files(trainer, checkpoint_id: str) -> tuple[bytes, str]:
             k: float(inspected[k])
             for k in ("train_accuracy", "dev_accuracy", "train_cost", "dev_cost")
         },
-        "confusion_dev": inspected["confusion_dev"].tolist(),
+        "confusion_dev": (inspected["confusion_dev"].tolist()
+                          if inspected["confusion_dev"] is not None else None),
+        "top_confusions_dev": [
+            {"true": trainer.data.class_names[t], "predicted": trainer.data.class_names[p],
+             "count": n} for t, p, n in inspected["top_confusions_dev"]],
         "usage": (
             "x = (x_raw - input/mean) / input/std; for each hidden layer l: "
             "z = x @ params/fc{l}.W (+ params/fc{l}.b without BatchNorm); with BatchNorm "

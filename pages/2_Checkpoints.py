@@ -329,10 +329,18 @@ def compare(trainer: Trainer, snapshot: Snapshot, rows: list[Mapping], ids: list
     part = st.segmented_control("Confusion matrices on", ["dev", "train"], default="dev",
                                 key="compare_part") or "dev"
     columns = st.columns(min(len(results), 3))
+    names = snapshot.dataset["class_names"]
     for i, (checkpoint_id, result) in enumerate(results.items()):
-        columns[i % len(columns)].plotly_chart(
-            confusion_figure(result[f"confusion_{part}"], snapshot.dataset["class_names"],
-                             f"{checkpoint_id} ({part})"), key=f"confusion_{checkpoint_id}")
+        column = columns[i % len(columns)]
+        if result[f"confusion_{part}"] is None:  # too many classes for a matrix
+            column.markdown(f"**{checkpoint_id} ({part}): the most frequent confusions** "
+                            f"({len(names):,} classes: a matrix would not be readable)")
+            column.dataframe(top_confusions_table(result[f"top_confusions_{part}"], names),
+                             hide_index=True, key=f"confusion_{checkpoint_id}")
+            continue
+        column.plotly_chart(
+            confusion_figure(result[f"confusion_{part}"], names, f"{checkpoint_id} ({part})"),
+            key=f"confusion_{checkpoint_id}")
 
 
 def _inspect(trainer: Trainer, run_id: str, checkpoint_id: str) -> dict:
@@ -417,6 +425,12 @@ def lineage_figure(snapshot: Snapshot, results: Mapping, column: str) -> go.Figu
     fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0,
                               "xanchor": "left"}, margin={"b": 60})
     return fig
+
+
+def top_confusions_table(top, class_names) -> pd.DataFrame:
+    return pd.DataFrame([{"true class": class_names[t], "predicted": class_names[p],
+                          "count": n} for t, p, n in top],
+                        columns=["true class", "predicted", "count"])
 
 
 def confusion_figure(matrix, class_names, title: str) -> go.Figure:

@@ -11,6 +11,8 @@ import io
 import numpy as np
 import pytest
 
+from tests.conftest import APP_DIR
+
 
 def metric(at, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
@@ -306,3 +308,24 @@ def test_optimizer_switch_policy_previews_and_carries_the_moments(panda):
     change = [e for e in snapshot.events if e["kind"] == "change"][-1]
     assert change["carry_moments"] is True
     assert any("carries the moments" in s.value for s in at.success)
+
+
+def test_a_folder_that_cannot_hold_runs_gets_a_message_not_a_traceback(panda, tmp_path,
+                                                                       monkeypatch):
+    """Like an empty read-only disk (root writes through permissions, so: a path under a
+    file): every page says what is wrong and the way out; none shows a traceback."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("PANDA_CHECKPOINT_DIR", str(blocker / "checkpoints"))
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(APP_DIR / "app.py"), default_timeout=30).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("could not open or create a run" in e.value for e in at.error)
+    assert any("PANDA_CHECKPOINT_DIR" in e.value for e in at.error)
+    for page in ("pages/1_BatchNorm.py", "pages/2_Checkpoints.py", "pages/3_Look-ahead.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert any("could not open or create a run" in e.value for e in at.error), page

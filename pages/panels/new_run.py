@@ -92,7 +92,7 @@ def _create_run() -> None:
                                seed=int(state["new_seed"]), dtype=state["new_dtype"],
                                checkpoint_every=int(state["new_checkpoint_every"]))
             _switch_run(lambda: holder().new_run(config), "No new run was created")
-    except ValueError as error:  # a bad hidden-size text or a missing file
+    except (ValueError, MemoryError) as error:  # a bad hidden-size text or a missing file
         ui.flash("error", f"No new run was created; the current run is unchanged. {error}",
                  channel="new_run")
 
@@ -117,7 +117,7 @@ def _switch_run(make, failure: str) -> None:
     """Make a new current run; on failure say why, the current run stays as it was."""
     try:
         trainer = make()
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, MemoryError) as error:
         ui.flash("error", f"{failure}; the current run is unchanged. {error}",
                  channel="new_run")
         return

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from dlcore.trainer import Snapshot, Trainer
-from pages.shared.engine import holder
+from pages.shared.engine import checkpoint_dir, holder
 
 #: How often a live view refreshes while training runs.
 LIVE_REFRESH_SECONDS = 1.0
@@ -57,7 +57,14 @@ def page_start(title: str, heading: str | None = None,
     """Page config, title and run caption; returns the run's Trainer and a snapshot."""
     st.set_page_config(page_title=f"{title} · Panda", page_icon="🐼", layout="wide",
                        initial_sidebar_state=sidebar_width or "auto")
-    trainer = holder().trainer
+    try:
+        trainer = holder().trainer
+    except (OSError, ValueError, MemoryError) as error:  # nothing to show: say why, stop
+        st.error(f"**Panda could not open or create a run in `{checkpoint_dir()}`**: "
+                 f"{error}. Make that folder writable (or free some space), or start "
+                 "Panda with `PANDA_CHECKPOINT_DIR` set to a folder it can write, then "
+                 "reload this page.", icon=":material/folder_off:")
+        st.stop()
     snapshot = trainer.snapshot()
     st.title(heading or title, anchor=False)
     st.caption(run_caption(snapshot))
@@ -187,6 +194,9 @@ def run_command(action: Callable, *args, channel: str = "main", **kwargs) -> tup
     except (RuntimeError, TimeoutError) as error:
         flash("error", f"The command did not reach the run: {error}. "
                        "The page now shows the current run; try again.", channel)
+    except OSError as error:  # a full or failing disk: nothing was changed
+        flash("error", f"The disk refused the write ({error}); nothing was changed. Free "
+                       "some space or check the checkpoint folder, then try again.", channel)
     return False, None
 
 
