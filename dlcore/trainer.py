@@ -73,17 +73,27 @@ class Trainer:
     # -- creation ------------------------------------------------------------------------
 
     def __init__(self, config: RunConfig | None = None, checkpoint_dir="checkpoints",
-                 run_id: str | None = None):
+                 run_id: str | None = None, start_from: tuple[dict, dict] | None = None,
+                 note: str = ""):
+        """A new run of ``config`` in a new folder under ``checkpoint_dir``.
+
+        ``start_from``: ``(arrays, meta)`` of a state to start from instead of fresh
+        weights (e.g. a search trial's, ``Trainer.export_state()``'s): checked like a
+        checkpoint, it must fit the config's architecture and data. ``note`` goes on the
+        initial checkpoint (where the run came from).
+        """
         config = config or RunConfig()
+        note = clean_note(note)
         store = RunStore.create(checkpoint_dir, run_id)
         try:
             config = store.adopt_dataset(config)
             data = _prepare(store, config)
-            state = TrainingState.fresh(config, data)
+            state = (TrainingState.from_checkpoint(*start_from, config, data) if start_from
+                     else TrainingState.fresh(config, data))
             run = Run(config, data, store, state, BranchTree(Schemas.of(state.network)))
             run.evaluate()
             run.live_views.publish(run, record=True)
-            run.checkpoints.write("initial", "")
+            run.checkpoints.write("initial", note)
             # Last: list_runs only sees folders with a run.json, so a run that failed or
             # was killed before its first checkpoint is never the one open() picks.
             store.write_config(config)

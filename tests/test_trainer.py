@@ -446,3 +446,20 @@ def test_rolling_back_to_a_pre_change_checkpoint_leaves_the_change_out(make_trai
     with Trainer.open(tmp_path) as reopened:
         changes = [dict(e["changes"]) for e in reopened.snapshot().events if e["kind"] == "change"]
         assert [list(c) for c in changes] == [["lr"]]
+
+
+def test_a_new_run_can_start_from_another_runs_state(tmp_path):
+    """start_from: the state is checked like a checkpoint and continues exactly."""
+    with Trainer(RunConfig(**SMALL), tmp_path / "a") as source:
+        run_steps(source, 30)
+        state = source.export_state()
+        reference = run_steps(source, 10).history["cost"][-10:]
+    with Trainer(RunConfig(**SMALL), tmp_path / "b", start_from=state,
+                 note="from run a at step 30") as started:
+        snap = started.snapshot()
+        assert snap.step == 30 and snap.checkpoints[0]["note"] == "from run a at step 30"
+        np.testing.assert_array_equal(run_steps(started, 10).history["cost"][-10:], reference)
+    other = RunConfig(**{**SMALL, "hidden": (8,)})
+    with pytest.raises(ValueError, match="architecture"):
+        Trainer(other, tmp_path / "c", start_from=state)
+    assert not list((tmp_path / "c").glob("*/run.json"))
