@@ -20,7 +20,7 @@ import numpy as np
 
 from dlcore import checkpoint as ckptio
 from dlcore.checkpoint import CheckpointError, json_safe, whole
-from dlcore.history import Columns, Schemas
+from dlcore.history import Columns, Schemas, StepHistory
 from dlcore.snapshot import freeze
 
 #: β of the bias-corrected running average of the cost kept beside the raw cost.
@@ -58,15 +58,15 @@ class Branch:
     def __init__(self, schemas: Schemas, parent_branch: int | None = None, fork_step: int = 0,
                  from_checkpoint: str | None = None):
         self.schemas = schemas
-        self.steps = Columns(schemas.steps)
+        self.steps = StepHistory(schemas.steps, boundary=fork_step)
         self.evals = Columns(schemas.evals)
         self.bn = Columns(schemas.bn) if schemas.bn else None
         self.events: list = []
         self.parent_branch = parent_branch
         self.fork_step = fork_step
         self.from_checkpoint = from_checkpoint
-        # Rows and events up to these marks are in journal files; BN rows are thinned, so
-        # theirs is the eval_step of the last one journalled.
+        # What is in journal files: steps up to this step (steps are bucketed, so by step),
+        # evaluations and events up to these counts, BN rows (thinned) up to this eval_step.
         self._journalled = (0, 0, -1, 0)
 
     @property
@@ -76,8 +76,11 @@ class Branch:
                 "from_checkpoint": self.from_checkpoint}
 
     def history(self) -> dict:
-        """Read-only views of the per-step and per-evaluation columns."""
-        return {**self.steps.view(), **self.evals.view()}
+        """Read-only views: the exact per-step columns (the newest steps), the buckets
+        of older steps as ``buckets/<column>`` (see :class:`dlcore.history.StepHistory`)
+        and the per-evaluation columns."""
+        buckets = {f"buckets/{k}": v for k, v in self.steps.bucket_view().items()}
+        return {**self.steps.view(), **buckets, **self.evals.view()}
 
     # -- recording --------------------------------------------------------------------
 
@@ -124,7 +127,7 @@ class Branch:
         ``step``. ``record`` overrides where the copy forked (default: as this one).
         """
         copy = Branch(self.schemas, **{**self.record, **record})
-        copy.steps = self.steps.copy(self.steps.count_until("step", step))
+        copy.steps = self.steps.until(step, boundary=copy.fork_step)
         copy.evals = self.evals.copy(self.evals.count_until("eval_step", step))
         if self.bn is not None:
             copy.bn = self.bn.copy(self.bn.count_until("eval_step", step))
@@ -135,12 +138,20 @@ class Branch:
 
     def mark_journalled(self, bn_step: int) -> None:
         """Everything recorded so far counts as on disk (after a fork or a rebuild)."""
-        self._journalled = (len(self.steps), len(self.evals), bn_step, len(self.events))
+        last = self.steps.last_step()
+        self._journalled = (last, len(self.evals), bn_step, len(self.events))
+        self.steps.bucketable = last
+
+    def unjournalled_steps(self) -> int:
+        return self.steps.last_step() - self._journalled[0]
 
     def claim_journal_chunk(self, number: int) -> JournalChunk:
-        """Copies of what is not yet journalled; from now on it counts as journalled."""
-        steps_from, evals_from, bn_step, events_from = marks = self._journalled
-        arrays = {f"steps/{k}": v.copy() for k, v in self.steps.view(steps_from).items()}
+        """Copies of what is not yet journalled; from now on it counts as journalled (and,
+        once :meth:`confirm`ed on disk, its steps may be bucketed)."""
+        steps_after, evals_from, bn_step, events_from = marks = self._journalled
+        exact = self.steps.exact
+        first = exact.count_until("step", steps_after)
+        arrays = {f"steps/{k}": v.copy() for k, v in exact.view(first).items()}
         arrays.update({f"evals/{k}": v.copy() for k, v in self.evals.view(evals_from).items()})
         if self.bn is not None:
             first = self.bn.count_until("eval_step", bn_step)
@@ -152,8 +163,14 @@ class Branch:
         arrays = {k: np.nan_to_num(v, nan=0.0) if v.dtype.kind == "f" else v
                   for k, v in arrays.items()}
         events = list(self.events[events_from:])
-        self._journalled = (len(self.steps), len(self.evals), bn_step, len(self.events))
+        self._journalled = (self.steps.last_step(), len(self.evals), bn_step, len(self.events))
         return JournalChunk(number, self.record, arrays, events, marks)
+
+    def confirm(self, chunk: JournalChunk) -> None:
+        """A chunk is on disk: its steps may be bucketed from now on."""
+        steps = chunk.arrays["steps/step"]
+        if len(steps):
+            self.steps.bucketable = max(self.steps.bucketable, int(steps[-1]))
 
     def release(self, chunk: JournalChunk) -> None:
         """A chunk that was not written: its rows and events go into the next one."""
@@ -169,13 +186,14 @@ class Branch:
             return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
 
         steps, evals, bn = block("steps/"), block("evals/"), block("bn/")
-        for table, columns in ((self.steps, steps), (self.evals, evals)):
+        for table, columns in ((self.steps.exact, steps), (self.evals, evals)):
             rows = len(next(iter(columns.values()), ()))
             for name in table.schema.keys() - columns.keys() if columns else ():
                 dtype, shape = table.schema[name]  # an optional column newer than the chunk
                 columns[name] = np.full((rows, *shape), np.nan, dtype)
         if steps and len(steps.get("step", ())):
-            self.steps = self.steps.copy(self.steps.count_until("step", int(steps["step"][0]) - 1))
+            self.steps = self.steps.until(int(steps["step"][0]) - 1)
+            self.steps.bucketable = int(steps["step"][-1])  # on disk: may be bucketed
             self.steps.extend(steps)
         if evals and len(evals.get("eval_step", ())):
             first = int(evals["eval_step"][0])

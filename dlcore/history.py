@@ -5,6 +5,11 @@ first n rows stays valid forever: when the buffer fills up it is replaced by
 a larger one (capacity doubles, so appends cost amortised O(1) and growth is
 never quadratic) and old views keep the old buffer alive. That makes
 :meth:`Columns.view` O(number of columns), even with 10⁶ rows.
+
+A run of 10⁷ steps would still hold 600 MB of per-step rows, so :class:`StepHistory`
+keeps exact rows for the newest steps only and older ones as buckets of a power-of-two
+number of steps with their mean, minimum and maximum (a spike stays visible), the way
+TensorBoard keeps a sample of old scalars: its memory stays bounded however long the run.
 """
 
 from __future__ import annotations
@@ -75,6 +80,12 @@ class Columns:
             out[name] = v
         return out
 
+    def copy_range(self, start: int, stop: int) -> Columns:
+        """An independent table holding rows [start, stop)."""
+        other = Columns(self.schema, capacity=max(1024, stop - start))
+        other.extend(self.view(start, stop))
+        return other
+
     def copy(self, stop: int | None = None) -> Columns:
         """An independent table holding the first ``stop`` rows."""
         stop = self._length if stop is None else min(stop, self._length)
@@ -102,6 +113,185 @@ class Columns:
     def count_until(self, column: str, value) -> int:
         """How many leading rows have ``column <= value`` (the column must be sorted)."""
         return int(np.searchsorted(self._data[column][: self._length], value, side="right"))
+
+
+# ---------------------------------------------------------------------------
+# Per-step history: exact recent rows, buckets before
+# ---------------------------------------------------------------------------
+
+#: Exact per-step rows kept (at least; up to 1.5× before the oldest are bucketed).
+EXACT_STEPS = 100_000
+#: Buckets kept at most; beyond it neighbouring buckets merge (their width doubles).
+MAX_BUCKETS = 20_000
+
+
+def bucket_schema(schema: dict) -> dict:
+    """The columns of a bucket table for a per-step ``schema``: ``step`` (the bucket's last
+    step), ``first_step``, ``count``; integer columns as their last value; each float
+    column as its mean (``name``, float64) with ``name/min`` and ``name/max``."""
+    out = {"step": (np.int64, ()), "first_step": (np.int64, ()), "count": (np.int64, ())}
+    for name, (dtype, shape) in schema.items():
+        if name == "step":
+            continue
+        if np.dtype(dtype).kind == "f":
+            out[name] = (np.float64, shape)
+            out[f"{name}/min"] = (dtype, shape)
+            out[f"{name}/max"] = (dtype, shape)
+        else:
+            out[name] = (dtype, shape)
+    return out
+
+
+class StepHistory:
+    """One branch's per-step rows: exact for the newest EXACT_STEPS, buckets before them.
+
+    ``exact``: a :class:`Columns` of the step schema; ``buckets``: a :class:`Columns` of
+    :func:`bucket_schema`, each row summarising the steps [first_step, step] that fall
+    in one aligned bucket of ``width`` steps (``(s − 1) // width``), never mixing steps up
+    to ``boundary`` (the fork step: the lineage) with later ones (the branch's own).
+    Only rows up to ``bucketable`` (those already in a journal) are ever bucketed.
+    """
+
+    def __init__(self, schema: dict, boundary: int = 0, width: int = 1):
+        self.schema = dict(schema)
+        self.exact = Columns(schema)
+        self.buckets = Columns(bucket_schema(schema))
+        self.boundary = boundary
+        self.width = width
+        self.total = 0  # rows, exact or in buckets
+        self.bucketable = 0
+
+    def __len__(self) -> int:
+        return self.total
+
+    def append(self, **row) -> None:
+        self.exact.append(**row)
+        self.total += 1
+        if len(self.exact) > EXACT_STEPS * 3 // 2:
+            self._bucket_oldest()
+
+    def extend(self, block: dict) -> None:
+        """Exact rows after the ones here (a dict of equally long arrays)."""
+        self.exact.extend(block)
+        self.total += len(block["step"]) if block else 0
+        if len(self.exact) > EXACT_STEPS * 3 // 2:
+            self._bucket_oldest()
+
+    def add_buckets(self, block: dict) -> None:
+        """Bucket rows after the ones here, merged with the last bucket if they share it."""
+        self._set_buckets(_concatenate(self.buckets.view(), block))
+        self.total += int(np.sum(block["count"])) if block else 0
+
+    def last(self, name: str):
+        if len(self.exact):
+            return self.exact.last(name)
+        return self.buckets.last(name)
+
+    def last_step(self) -> int:
+        return int(self.last("step")) if self.total else 0
+
+    def view(self) -> dict[str, np.ndarray]:
+        """Read-only views of the exact rows (the newest steps)."""
+        return self.exact.view()
+
+    def bucket_view(self) -> dict[str, np.ndarray]:
+        """Read-only views of the buckets (everything older than the exact rows)."""
+        return self.buckets.view()
+
+    def covers(self, step: int) -> bool:
+        """Whether the history holds ``step`` (0, the start, always), exactly or bucketed."""
+        if step == 0:
+            return True
+        exact = self.exact.view()["step"]
+        if len(exact) and exact[0] <= step <= exact[-1]:
+            return bool(exact[np.searchsorted(exact, step)] == step)
+        buckets = self.buckets.view()
+        i = np.searchsorted(buckets["step"], step)
+        return bool(i < len(buckets["step"]) and buckets["first_step"][i] <= step)
+
+    def until(self, step: int, boundary: int | None = None) -> StepHistory:
+        """A copy of the rows up to ``step``; a bucket that reaches past it is left out."""
+        copy = StepHistory(self.schema, self.boundary if boundary is None else boundary,
+                           self.width)
+        buckets = self.buckets.view()
+        keep = int(np.searchsorted(buckets["step"], step, side="right"))
+        copy.buckets = self.buckets.copy(keep)
+        copy.exact = self.exact.copy(self.exact.count_until("step", step))
+        copy.total = int(np.sum(buckets["count"][:keep])) + len(copy.exact)
+        copy.bucketable = min(self.bucketable, step)
+        return copy
+
+    # -- bucketing ------------------------------------------------------------------------
+
+    def _bucket_oldest(self) -> None:
+        """Move the oldest exact rows (down to EXACT_STEPS, journalled ones only) into
+        buckets, widening the buckets if there are too many."""
+        steps = self.exact.view()["step"]
+        n = min(len(steps) - EXACT_STEPS, int(np.searchsorted(steps, self.bucketable,
+                                                                 side="right")))
+        if n <= 0:
+            return
+        block = {k: v[:n] for k, v in self.exact.view().items()}
+        self.exact = self.exact.copy_range(n, len(steps))
+        self._set_buckets(_concatenate(self.buckets.view(), _as_buckets(block)))
+
+    def _set_buckets(self, rows: dict) -> None:
+        rows = self._merged(rows)
+        while len(rows["step"]) > MAX_BUCKETS:
+            self.width *= 2
+            rows = self._merged(rows)
+        table = Columns(self.buckets.schema, capacity=max(1024, len(rows["step"])))
+        table.extend(rows)
+        self.buckets = table
+
+    def _merged(self, rows: dict) -> dict:
+        """Rows that fall in the same bucket (at this width and boundary) merged into one."""
+        first = rows["first_step"]
+        if not len(first):
+            return rows
+        key = ((first - 1) // self.width) * 2 + (first > self.boundary)
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        if len(starts) == len(first):
+            return rows
+        ends = np.r_[starts[1:], len(first)] - 1
+        count = np.add.reduceat(rows["count"], starts)
+        out = {"step": rows["step"][ends], "first_step": first[starts], "count": count}
+        for name, values in rows.items():
+            if name in out:
+                continue
+            if name.endswith("/min"):
+                out[name] = np.minimum.reduceat(values, starts)
+            elif name.endswith("/max"):
+                out[name] = np.maximum.reduceat(values, starts)
+            elif values.dtype.kind == "f":  # a mean: weighted by the rows in each
+                shape = (-1, *[1] * (values.ndim - 1))
+                out[name] = (np.add.reduceat(values * rows["count"].reshape(shape), starts)
+                             / count.reshape(shape))
+            else:
+                out[name] = values[ends]
+        return out
+
+
+def _as_buckets(block: dict) -> dict:
+    """Exact rows as buckets of one row each."""
+    out = {"step": block["step"], "first_step": block["step"],
+           "count": np.ones(len(block["step"]), np.int64)}
+    for name, values in block.items():
+        if name == "step":
+            continue
+        if values.dtype.kind == "f":
+            out[name] = values.astype(np.float64)
+            out[f"{name}/min"] = values
+            out[f"{name}/max"] = values
+        else:
+            out[name] = values
+    return out
+
+
+def _concatenate(a: dict, b: dict) -> dict:
+    if not b:
+        return dict(a)
+    return {name: np.concatenate([a[name], b[name]]) for name in a}
 
 
 # ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dlcore.optim import Optimizer, make_optimizer
+from dlcore.retention import RetentionPolicy
 from dlcore.schedules import make_schedule
 
 #: Each optimizer's own hyperparameters (besides α).
@@ -32,8 +33,10 @@ OPTIMIZER_HPARAMS = {
 }
 #: Settings of the run that ``update()`` changes but that are not hyperparameters of the
 #: model: no checkpoint, no event. speed_limit: max steps/s (None: unlimited);
-#: autopilot: let the assistant apply its own suggestions.
-RUN_SETTINGS = ("speed_limit", "autopilot")
+#: autopilot: let the assistant apply its own suggestions;
+#: retention: which periodic checkpoints are kept, and how often one is written
+#: (a :class:`dlcore.retention.RetentionPolicy` as a dict).
+RUN_SETTINGS = ("speed_limit", "autopilot", "retention")
 #: The hyperparameters every checkpoint holds; ones added since may be missing from older
 #: files, and take the run config's value then.
 REQUIRED_HPARAMS = frozenset({"optimizer", "lr", "beta", "beta1", "beta2", "eps", "schedule",
@@ -77,6 +80,7 @@ class RunConfig:
     bn_momentum: float = 0.9
     eval_every: int = 50
     checkpoint_every: int = 0
+    retention: dict = field(default_factory=dict)
     divergence_factor: float = 10.0
 
     def __post_init__(self):
@@ -91,6 +95,7 @@ class RunConfig:
             )
         if not (isinstance(self.divergence_factor, (int, float)) and self.divergence_factor > 1):
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor!r}")
+        RetentionPolicy.from_dict(self.retention)  # the policy's defaults fill what is left out
 
     def initial_hparams(self) -> dict:
         """The live hyperparameters a run starts with (every key ``update()`` knows)."""
@@ -209,6 +214,7 @@ _CHECKS: dict[str, Callable] = {
     "eval_every": lambda v, n: check_number("eval_every", v, 1, integer=True),
     "speed_limit": _speed_limit,
     "autopilot": _flag("autopilot"),
+    "retention": lambda v, n: RetentionPolicy.from_dict(v).to_dict(),
     "carry_moments": _flag("carry_moments"),
 }
 

@@ -8,15 +8,19 @@ the same safe point between two steps, exactly as it applies a user's command
 - :class:`LiveViews` publishes the BatchNorm picture and the decision regions at every
   evaluation and after a restore;
 - :class:`Autopilot` applies the assistant's first suggestion when switched on;
-- :class:`PeriodicCheckpoints` asks for a checkpoint every ``every`` steps.
+- :class:`PeriodicCheckpoints` asks for a checkpoint every ``every`` steps, and at an
+  evaluation whose dev accuracy beats every checkpoint of the lineage, both paced by
+  the run's retention policy.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dlcore import analysis, assistant
+from dlcore import analysis, assistant, retention
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Request:
     """
 
     checkpoint: str | None = None
+    note: str = ""
     update: Mapping | None = None
     rollback: str | None = None
     pause: bool = False
@@ -96,13 +101,34 @@ class Autopilot(Observer):
         return None
 
 
+#: A new best dev accuracy this much above the best checkpoint's is saved at once, however
+#: soon after the last periodic checkpoint (a fast run improves 20 points in seconds).
+BEST_MARGIN = 0.005
+
+
 class PeriodicCheckpoints(Observer):
-    """A checkpoint every ``every`` steps (0: never), written in the background."""
+    """A periodic checkpoint every ``every`` steps (0: never), at most one per
+    ``min_seconds`` of the run's retention policy; and, with ``save_best``, one at an
+    evaluation whose dev accuracy beats every checkpoint of the lineage (at once if by
+    BEST_MARGIN, else within the same pace). Written in the background."""
 
     def __init__(self, every: int):
         self.every = every
 
     def after_step(self, run, row, evaluation):
-        if self.every and row["step"] % self.every == 0:
+        policy, now = run.retention, time.time()
+        last = run.checkpoints.last_periodic_time
+        if retention.periodic_due(policy, row["step"], self.every, now, last):
             return Request(checkpoint="periodic")
+        if not (policy.save_best and evaluation is not None):
+            return None
+        dev = evaluation["dev_accuracy"]
+        saved = [c["metrics"]["dev_accuracy"] for c in
+                 assistant.lineage_checkpoints(run.snapshot())
+                 if "dev_accuracy" in c["metrics"]]
+        best = max(saved, default=-math.inf)
+        paced = last is None or not 0 <= now - last < policy.min_seconds
+        if math.isfinite(dev) and dev > best and (paced or dev >= best + BEST_MARGIN):
+            return Request(checkpoint="periodic",
+                           note=f"best dev accuracy so far ({dev:.1%})")
         return None

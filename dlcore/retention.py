@@ -76,12 +76,17 @@ class RetentionPolicy:
     min_seconds: float = _help(
         "At most one periodic checkpoint per this many seconds (0: every one due).", 30.0
     )
+    save_best: bool = _help(
+        "Also write one at each new best dev accuracy (same pace), for early stopping.",
+        True,
+    )
 
     def __post_init__(self):
         if self.keep_last is not None:
             _count("keep_last", self.keep_last, " or None (keep all)")
-        if not isinstance(self.keep_log_spaced, bool):
-            raise ValueError(f"keep_log_spaced must be true or false, got {self.keep_log_spaced!r}")
+        for name in ("keep_log_spaced", "save_best"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         _count("keep_best", self.keep_best)
         _count("keep_every_steps", self.keep_every_steps)
         seconds = self.min_seconds
@@ -209,7 +214,9 @@ def describe(policy: RetentionPolicy) -> str:
         listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
         kept = "Keeps " + listed
     pace = f"; at most one per {policy.min_seconds:g} s" if policy.min_seconds else ""
+    best = (" A new best dev accuracy also gets one, so early stopping can restore it."
+            if policy.save_best else "")
     return (
-        f"{kept}{pace}. Initial, manual, pre-change, rollback and final checkpoints "
+        f"{kept}{pace}.{best} Initial, manual, pre-change, rollback and final checkpoints "
         "are never removed."
     )

@@ -24,14 +24,19 @@ from types import MappingProxyType
 from dlcore import commands, loop
 from dlcore.branches import BranchTree, check_registry
 from dlcore.checkpoint import CheckpointError
+from dlcore.history import EXACT_STEPS
 from dlcore.hparams import RUN_SETTINGS, validate_hparams
 from dlcore.observers import Autopilot, LiveViews, PeriodicCheckpoints, Request
+from dlcore.retention import RetentionPolicy
 from dlcore.saving import Checkpoints
 from dlcore.snapshot import Snapshot, bn_views, branch_views, freeze
 from dlcore.state import TrainingState
 from dlcore.store import CHECKPOINT_FORMAT, RunStore
 
 STATUSES = ("idle", "running", "paused", "diverged", "error", "stopped")
+#: With no checkpoint for this many steps, the history is journalled on its own: only
+#: journalled rows are ever bucketed, so memory stays bounded between checkpoints too.
+MAX_UNJOURNALLED_STEPS = EXACT_STEPS // 2
 
 
 class Run:
@@ -48,6 +53,7 @@ class Run:
         self.divergence: dict | None = None
         self.checkpoints = Checkpoints(self)
         self.speed_limit: float | None = None
+        self.retention = _retention_policy(config, store)
         self.rate_times: collections.deque = collections.deque(maxlen=200)
         self.live_views = LiveViews()
         self.autopilot = Autopilot()
@@ -83,15 +89,17 @@ class Run:
                 self.tree.current.record_bn(bn_row)
 
     def settings(self) -> dict:
-        """Hyperparameters plus the run settings (speed limit, autopilot)."""
-        return {**self.state.hparams, "speed_limit": self.speed_limit,
-                "autopilot": self.autopilot.enabled}
+        """Hyperparameters plus the run settings (speed limit, autopilot, retention)."""
+        return {**self.state.hparams, **self._run_settings()}
 
     def published_settings(self) -> dict:
         """:meth:`settings` as snapshots show them (for checks in a caller's thread)."""
         with self.lock:
-            return {**self._published[3], "speed_limit": self.speed_limit,
-                    "autopilot": self.autopilot.enabled}
+            return {**self._published[3], **self._run_settings()}
+
+    def _run_settings(self) -> dict:
+        return {"speed_limit": self.speed_limit, "autopilot": self.autopilot.enabled,
+                "retention": self.retention.to_dict()}
 
     def snapshot(self) -> Snapshot:
         with self.lock:
@@ -101,6 +109,7 @@ class Run:
                 run_id=self.store.run_id, status=self.status, step=step, epoch=epoch,
                 alpha=alpha, hparams=hparams, speed_limit=self.speed_limit,
                 autopilot=self.autopilot.enabled, steps_per_second=self.steps_per_second(),
+                retention=MappingProxyType(self.retention.to_dict()),
                 history=MappingProxyType(branch.history()),
                 events=tuple(branch.events),  # frozen when recorded: no copy per snapshot
                 checkpoints=tuple(self.checkpoints.listed),
@@ -156,6 +165,8 @@ class Run:
             self.tree.current.record_step(result)
             self.rate_times.append(time.monotonic())
             self.publish_state()
+        if self.tree.current.unjournalled_steps() > MAX_UNJOURNALLED_STEPS:
+            self.checkpoints.write_journal()  # then the oldest rows may be bucketed
         evaluation = (self.evaluate() if self.state.step % self.state.hparams["eval_every"] == 0
                       else None)
         for observer in self.observers:
@@ -174,8 +185,8 @@ class Run:
     def apply(self, request: Request) -> None:
         """Carry out what an observer asked for, as the matching command would."""
         if request.checkpoint:
-            self.checkpoints.write(request.checkpoint, "", background=request.checkpoint
-                                  == "periodic")
+            self.checkpoints.write(request.checkpoint, request.note,
+                                   background=request.checkpoint == "periodic")
         if request.update:
             self.update(commands.Update(dict(request.update), source=request.source))
         if request.rollback:
@@ -246,6 +257,11 @@ class Run:
                 self.speed_limit = settings["speed_limit"]
             if "autopilot" in settings:
                 self.autopilot.enabled = settings["autopilot"]
+            if "retention" in settings:
+                self.retention = RetentionPolicy.from_dict(settings["retention"])
+        if "retention" in settings:  # kept for the next start, and applied at once
+            self.store.write_settings({"retention": self.retention.to_dict()})
+            self.checkpoints.thin()
         if not changes:
             return
         # 2) apply to the state; 3) publish, and record old → new values
@@ -273,8 +289,7 @@ class Run:
         start_step, start_branch, arrays, meta, history, events = command.payload
         state = TrainingState.from_checkpoint(arrays, meta, self.config, self.data)
         source = self.tree.branches.get(start_branch)
-        if source is None or source.steps.count_until("step", start_step) < min(
-                start_step, len(source.steps)):
+        if source is None or not source.steps.covers(start_step):
             raise ValueError(f"branch {start_branch} at step {start_step}, where this "
                              "look-ahead started, is not in this run's history")
         self._save_branch_being_left("before committing a look-ahead")
@@ -326,13 +341,7 @@ class Run:
             try:
                 self.checkpoints.write("pre-change", note)
             except ValueError:  # NaN/inf after an overflow: keep just its history
-                seq = self.store.take_seq()
-                chunk = self.tree.current.claim_journal_chunk(self.tree.active)
-                try:
-                    self.store.write_journal(seq, *chunk.payload(seq))
-                except BaseException:
-                    self.tree.current.release(chunk)
-                    raise
+                self.checkpoints.write_journal()
 
     def _restore(self, state: TrainingState, parent: int, fork_step: int,
                  from_checkpoint: str | None, note: str, event_count=None, history=None,
@@ -362,6 +371,16 @@ class Run:
             # Shown as an error (training stops); the next checkpoint saves the new branch.
             self.fail(error)
         return number
+
+def _retention_policy(config, store: RunStore) -> RetentionPolicy:
+    """The policy the run folder's settings hold (set on the Checkpoints page), else the
+    config's; a damaged settings file falls back to the config's."""
+    saved = store.read_settings().get("retention")
+    try:
+        return RetentionPolicy.from_dict(saved if saved is not None else config.retention)
+    except ValueError:
+        return RetentionPolicy.from_dict(config.retention)
+
 
 def read_checked_checkpoint(store: RunStore, path, config, data):
     """``(arrays, meta, state)`` of a checkpoint of this run, every field checked: the

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from dlcore import retention
 from dlcore.snapshot import freeze
 from dlcore.store import CHECKPOINT_FORMAT, CheckpointJob
 
@@ -34,6 +35,7 @@ class Checkpoints:
         self.listed: list = []
         self.damaged: list[dict] = []
         self.last_good: str | None = None
+        self.last_periodic_time: float | None = None  # paces periodic checkpoints
         self._pending: tuple | None = None  # (job, chunk, event) written in the background
 
     def write(self, kind: str, note: str, parent: str | None = None,
@@ -51,6 +53,8 @@ class Checkpoints:
         self.finish_background(wait=True)  # one at a time, in seq order, parent listed
         pending = self._prepare(kind, note, parent)
         job = pending[0]
+        if kind == "periodic":  # the pace counts from when one is started
+            self.last_periodic_time = job.info["time"]
         if not background:
             job.run()
             return self._list(*pending)
@@ -61,6 +65,23 @@ class Checkpoints:
         except RuntimeError:  # no thread to be had: written here, listed as any other
             job.run()
         return job.info["id"]
+
+    def write_journal(self) -> None:
+        """The active branch's unjournalled history as a journal chunk on its own (its
+        state can't be saved, or no checkpoint came for long)."""
+        run = self.run
+        self.finish_background(wait=True)  # chunks in seq order
+        seq = run.store.take_seq()
+        branch = run.tree.current
+        chunk = branch.claim_journal_chunk(run.tree.active)
+        try:
+            run.store.write_journal(seq, *chunk.payload(seq))
+        except BaseException:
+            with run.lock:
+                branch.release(chunk)
+            raise
+        with run.lock:
+            branch.confirm(chunk)
 
     def finish_background(self, wait: bool) -> None:
         """List the checkpoint being written in the background, if there is one and it is
@@ -138,9 +159,29 @@ class Checkpoints:
             if job.error is None:
                 self.listed.append(freeze(job.info))
                 self.last_good = job.info["id"]
-                return job.info["id"]
-            branch = run.tree.branches[chunk.branch_number]
-            branch.release(chunk)
-            if event is not None:  # by identity: later events may have been recorded
-                branch.events[:] = [e for e in branch.events if e is not event]
-        raise job.error
+                run.tree.branches[chunk.branch_number].confirm(chunk)
+            else:
+                branch = run.tree.branches[chunk.branch_number]
+                branch.release(chunk)
+                if event is not None:  # by identity: later events may have been recorded
+                    branch.events[:] = [e for e in branch.events if e is not event]
+        if job.error is not None:
+            raise job.error
+        if job.info["kind"] == "periodic":
+            self.thin()
+        return job.info["id"]
+
+    def thin(self) -> None:
+        """Delete the periodic checkpoints the retention policy no longer keeps, and say
+        so in an event. Never: another kind, the one the run stands on, a branch's start.
+        """
+        run = self.run
+        protected = {self.last_good, *(b.from_checkpoint for b in run.tree.branches.values())}
+        removed = retention.to_remove(run.retention, self.listed, protected)
+        for checkpoint_id in removed:
+            run.store.delete(run.store.dir / f"{checkpoint_id}.npz", missing_ok=True)
+        if removed:
+            with run.lock:
+                self.listed = [c for c in self.listed if c["id"] not in set(removed)]
+                run.record_event("retention", removed=removed,
+                                 policy=retention.describe(run.retention))

@@ -28,7 +28,10 @@ class Snapshot:
     ``hparams["lr"]`` is the α the schedule was last anchored at (α₀).
     history: name -> read-only 1-D array for the active branch's lineage.
     Per step: ``step``, ``epoch``, ``cost`` (mini-batch J), ``cost_smoothed``,
-    ``lr`` (α used), ``grad_norm``, ``update_ratio/fc1`` ... (‖ΔW‖/‖W‖ per dense layer).
+    ``lr`` (α used), ``grad_norm``, ``update_ratio/fc1`` ... (‖ΔW‖/‖W‖ per dense layer),
+    exact for the newest 10⁵ steps or more; older steps as buckets ``buckets/step`` (the
+    bucket's last step), ``buckets/first_step``, ``buckets/count``, ``buckets/cost``
+    (mean), ``buckets/cost/min``, ``buckets/cost/max``, and so on for each column.
     Per evaluation: ``eval_step``, ``train_accuracy``, ``dev_accuracy``,
     ``train_cost``, ``dev_cost`` (inference mode) and
     ``dev_accuracy_train_mode`` (BatchNorm with the dev set's own statistics).
@@ -42,6 +45,7 @@ class Snapshot:
     hparams: Mapping
     speed_limit: float | None
     autopilot: bool
+    retention: Mapping
     steps_per_second: float
     history: Mapping
     events: tuple

@@ -89,6 +89,19 @@ class RunStore:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(f"run {self.run_id!r} has no readable run.json: {error}") from None
 
+    def write_settings(self, settings: dict) -> None:
+        """The run settings that outlive a restart (the retention policy), atomically."""
+        write_json_atomic(self.dir / "settings.json", settings)
+
+    def read_settings(self) -> dict:
+        """settings.json, or {} if there is none or it is unreadable (defaults apply)."""
+        try:
+            with ckptio.open_regular(self.dir / "settings.json") as file:
+                settings = json.loads(file.read(1 << 16).decode())
+        except (OSError, ValueError):
+            return {}
+        return settings if isinstance(settings, dict) else {}
+
     def adopt_dataset(self, config):
         """A user's data file copied into the run folder (checked first, so a bad file leaves
         nothing behind); returns the config naming the copy. Built-in sets pass through."""
@@ -181,8 +194,8 @@ class RunStore:
             if path.stem.isascii() and path.stem.isdigit() and int(path.stem) > seq:
                 path.unlink(missing_ok=True)
 
-    def delete(self, path: Path) -> None:
-        path.unlink()
+    def delete(self, path: Path, missing_ok: bool = False) -> None:
+        path.unlink(missing_ok=missing_ok)
 
     def clean_temporaries(self) -> None:
         """Remove the temporary files a crash left behind; they are never checkpoints."""

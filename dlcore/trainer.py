@@ -372,6 +372,8 @@ def _reopened(store: RunStore, config: RunConfig) -> Run:
     run = Run(config, data, store, state, tree)
     run.checkpoints.listed, run.checkpoints.damaged = checkpoints, damaged
     run.checkpoints.last_good = info["id"]
+    run.checkpoints.last_periodic_time = max(
+        (c["time"] for c in checkpoints if c["kind"] == "periodic"), default=None)
     # 3) the picture at the step it stands on (evaluated there unless it was)
     evals = tree.current.evals.view()["eval_step"]
     record = not len(evals) or evals[-1] != state.step

@@ -48,8 +48,15 @@ class Panda:
 
     @staticmethod
     def charts(at) -> dict:
-        """key -> plotly figure dict, for every st.plotly_chart on the page."""
-        return {element.key: json.loads(element.proto.spec) for element in at.get("plotly_chart")}
+        """key -> plotly figure dict, for every st.plotly_chart and every live chart
+        (``pages.shared.live_chart``) on the page."""
+        charts = {element.key: json.loads(element.proto.spec)
+                  for element in at.get("plotly_chart")}
+        for element in at.get("bidi_component"):
+            if element.proto.component_name == "panda_live_chart":
+                key = element.proto.id.rsplit("-", 1)[-1]
+                charts[key] = json.loads(json.loads(element.proto.json)["spec"])
+        return charts
 
     @staticmethod
     def values(values) -> list:

@@ -24,7 +24,7 @@ import pytest
 
 from dlcore import checkpoint as ckptio
 from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer
-from tests.test_reliability import SMALL, run_steps, wait_until_idle
+from tests.test_reliability import EVERY_PERIODIC, SMALL, run_steps, wait_until_idle
 from tests.test_reliability_disk import Disk
 
 EVERY = 20  # checkpoint_every of these runs
@@ -70,7 +70,8 @@ def trainers(tmp_path):
     made = []
 
     def make(folder="run", **overrides) -> Trainer:
-        trainer = Trainer(RunConfig(**{**SMALL, "checkpoint_every": EVERY, **overrides}),
+        trainer = Trainer(RunConfig(**{**SMALL, "checkpoint_every": EVERY,
+                                       "retention": EVERY_PERIODIC, **overrides}),
                           tmp_path / folder)
         made.append(trainer)
         return trainer

@@ -67,8 +67,11 @@ def test_checkpoints_page_lists_compares_and_rolls_back(panda):
     manual = trainer.checkpoint("after 100 steps")
     at = panda.run(CHECKPOINTS)
     table = dataframe(at, "kind")
-    assert list(table["id"]) == [manual, "ckpt-000000"]
+    listed = [c["id"] for c in reversed(trainer.snapshot().checkpoints)]  # newest first
+    assert list(table["id"]) == listed and listed[0] == manual and listed[-1] == "ckpt-000000"
     assert list(table["note"])[0] == "after 100 steps"
+    # the run kept its best dev accuracy so far by itself (the retention policy's save_best)
+    assert any(note.startswith("best dev accuracy so far") for note in table["note"])
     tree = panda.charts(at)["branch_tree"]
     assert {t.get("name") for t in tree["data"]} >= {"initial", "manual"}
 

@@ -29,7 +29,15 @@ import pytest
 
 from dlcore import checkpoint as ckptio
 from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer, list_runs
-from tests.test_reliability import SMALL, digest, drain, folder_state, report, run_steps
+from tests.test_reliability import (
+    EVERY_PERIODIC,
+    SMALL,
+    digest,
+    drain,
+    folder_state,
+    report,
+    run_steps,
+)
 
 FAILURES = {"tried": 0, "checkpoints_lost_or_changed": 0}
 
@@ -126,7 +134,7 @@ def summary():
 
 @pytest.fixture
 def trainer(tmp_path):
-    trainer = Trainer(RunConfig(**SMALL, checkpoint_every=5), tmp_path)
+    trainer = Trainer(RunConfig(**SMALL, checkpoint_every=5, retention=EVERY_PERIODIC), tmp_path)
     yield trainer
     trainer.stop()
 

@@ -349,7 +349,8 @@ def test_policy_validation_names_the_bad_field(bad, named):
 def test_describe():
     assert describe(RetentionPolicy()) == (
         "Keeps each branch's newest periodic checkpoint, the newest 10 overall, a log-spaced "
-        "set of older ones and the best by dev accuracy; at most one per 30 s. Initial, "
+        "set of older ones and the best by dev accuracy; at most one per 30 s. A new best "
+        "dev accuracy also gets one, so early stopping can restore it. Initial, "
         "manual, pre-change, rollback and final checkpoints are never removed."
     )
     assert describe(RetentionPolicy(keep_last=None, min_seconds=0)).startswith(

@@ -7,6 +7,7 @@ import streamlit as st
 
 from dlcore.trainer import Snapshot, Trainer
 from pages.shared import charts, ui
+from pages.shared.live_chart import live_chart
 
 WINDOWS = {"Last 500": 500, "Last 5,000": 5_000, "Last 50,000": 50_000, "All": None}
 #: The learning curves redraw every 2 s while training, the tiles above them every second:
@@ -56,15 +57,17 @@ def live_charts(snapshot: Snapshot, window: int | None, log_y: bool) -> None:
     others = [(number, branch["history"], branch["fork_step"])
               for number, branch in snapshot.branches.items() if number != snapshot.branch][-8:]
     top_left, top_right = st.columns(2)
-    top_left.plotly_chart(charts.cost_figure(history, events, window, log_y, others),
-                          key="chart_cost")
-    top_right.plotly_chart(charts.accuracy_figure(history, events, window),
-                           key="chart_accuracy")
+    with top_left:
+        live_chart(charts.cost_figure(history, events, window, log_y, others),
+                   key="chart_cost")
+    with top_right:
+        live_chart(charts.accuracy_figure(history, events, window), key="chart_accuracy")
     bottom_left, bottom_right = st.columns(2)
-    bottom_left.plotly_chart(charts.alpha_figure(history, events, window), key="chart_alpha")
-    bottom_right.plotly_chart(
-        charts.update_ratio_figure(history, snapshot.layers, events, window),
-        key="chart_update_ratio")
+    with bottom_left:
+        live_chart(charts.alpha_figure(history, events, window), key="chart_alpha")
+    with bottom_right:
+        live_chart(charts.update_ratio_figure(history, snapshot.layers, events, window),
+                   key="chart_update_ratio")
     st.caption(charts.EVENTS_CAPTION)
     if snapshot.decision_grid is not None:
         left, right = st.columns([3, 2])

@@ -11,10 +11,11 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from dlcore.downsample import downsample
+from dlcore.downsample import downsample, minmax_indices
 from pages.shared.ui import describe_changes
 
 #: Points per curve: min-max buckets of about one pixel each on a half-width chart.
@@ -46,9 +47,47 @@ EVENT_STYLES = {
 def first_step_shown(history: Mapping, window: int | None) -> int | None:
     """The first step inside the window "last ``window`` steps" (None: everything)."""
     steps = history["step"]
+    if not len(steps):
+        steps = history.get("buckets/step", ())
     if not window or not len(steps):
         return None
     return int(steps[-1]) - window + 1
+
+
+def step_series(history: Mapping, column: str, first_step: int | None,
+                since: int = 0) -> tuple:
+    """``(x, y)`` of a per-step column from ``first_step`` on (None: all), steps after
+    ``since``: the bucket means of older steps, then the exact newest rows."""
+    x, y = [], []
+    for prefix in ("buckets/", ""):
+        steps = history.get(f"{prefix}step", ())
+        if len(steps):
+            start = max(start_index(steps, first_step), index_until(steps, since))
+            x.append(steps[start:])
+            y.append(history[f"{prefix}{column}"][start:])
+    if len(x) == 1:
+        return x[0], y[0]
+    return (np.concatenate(x), np.concatenate(y)) if x else (np.empty(0), np.empty(0))
+
+
+def bucket_band(history: Mapping, column: str, first_step: int | None, name: str,
+                color: str) -> list[dict]:
+    """The min…max range of the bucketed (older) steps in view, as a shaded band: a
+    spike in a bucket stays visible however many steps it averages."""
+    steps = history.get("buckets/step", ())
+    start = start_index(steps, first_step) if len(steps) else 0
+    if not len(steps) or start >= len(steps):
+        return []
+    x = steps[start:]
+    low, high = history[f"buckets/{column}/min"][start:], history[f"buckets/{column}/max"][start:]
+    keep = np.unique(np.concatenate([minmax_indices(low, MAX_POINTS // 2),
+                                     minmax_indices(high, MAX_POINTS // 2)]))
+    return [{"type": "scatter", "x": x[keep], "y": low[keep], "mode": "lines",
+             "line": {"width": 0}, "showlegend": False, "hoverinfo": "skip",
+             "name": f"{name} (min)", "legendgroup": name},
+            {"type": "scatter", "x": x[keep], "y": high[keep], "mode": "lines",
+             "line": {"width": 0}, "fill": "tonexty", "fillcolor": color, "name": name,
+             "legendgroup": name, "hoverinfo": "skip"}]
 
 
 def start_index(steps: Sequence, first_step: int | None) -> int:
@@ -101,7 +140,12 @@ def figure(traces: list[dict], layout: dict) -> go.Figure:
     process the training thread shares the GIL with. plotly validates every property
     each time a figure is changed, so a figure built by a dozen ``add_trace`` /
     ``update_layout`` calls cost ~20 ms; built in one constructor call it is a few.
+
+    Each trace gets a ``uid`` from its name, so that a live chart redrawn with other
+    traces around it (a new branch, new event kinds) keeps which ones the user hid.
     """
+    for trace in traces:
+        trace.setdefault("uid", str(trace.get("name", "")))
     return go.Figure(data=traces, layout=layout)
 
 
@@ -157,6 +201,15 @@ def describe_event(event: Mapping) -> str:
 EVENT_AXIS = {"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True}
 
 
+def is_marked(event: Mapping) -> bool:
+    """Events drawn on the charts: changes, rollbacks, divergences, errors and checkpoints
+    made by hand. Periodic (and initial, final) checkpoints are not: a long run has
+    hundreds, and they would drown the changes a babysitter looks for."""
+    if event["kind"] == "checkpoint":
+        return event.get("checkpoint_kind") == "manual"
+    return event["kind"] in EVENT_STYLES
+
+
 def event_traces(events: Sequence[Mapping], first_step=None) -> list[dict]:
     """Vertical lines for change/checkpoint/rollback (and divergence/error) events.
 
@@ -166,7 +219,7 @@ def event_traces(events: Sequence[Mapping], first_step=None) -> list[dict]:
     every 100 steps has hundreds of events, and hundreds of shapes made each refresh
     slow to build on the server and to draw in the browser.
     """
-    shown = [e for e in events if e["kind"] in EVENT_STYLES
+    shown = [e for e in events if is_marked(e)
              and (first_step is None or e["step"] >= first_step)][-MAX_EVENT_LINES:]
     traces = []
     for kind, style in EVENT_STYLES.items():
@@ -200,7 +253,8 @@ def with_events(traces: list[dict], layout: dict, events, first_step) -> go.Figu
     return figure(traces + markers, layout)
 
 
-EVENTS_CAPTION = ("Markers: ▼ purple dashed = hyperparameter change, ◆ blue dotted = checkpoint, "
+EVENTS_CAPTION = ("Markers: ▼ purple dashed = hyperparameter change, ◆ blue dotted = checkpoint "
+                  "by hand (periodic ones are on the Checkpoints page), "
                   "◀ orange = rollback, ✕ red = divergence. Hover the symbol at the top of a "
                   "line for details.")
 
@@ -220,22 +274,21 @@ def cost_figure(history: Mapping, events, window: int | None, log_y: bool,
     traces = []
     first = first_step_shown(history, window)
     for number, branch_history, fork_step in other_branches:
-        b_steps = branch_history["step"]
-        b_start = max(index_until(b_steps, fork_step), start_index(b_steps, first))
-        if b_start < len(b_steps):
+        b_x, b_y = step_series(branch_history, "cost", first, since=fork_step)
+        if len(b_x):
             traces.append(line_trace(
-                b_steps[b_start:], branch_history["cost"][b_start:], f"branch {number}",
-                opacity=0.35, legendgroup="branches",
+                b_x, b_y, f"branch {number}", opacity=0.35, legendgroup="branches",
                 line={"width": 1, "color": BRANCH_COLORS[number % len(BRANCH_COLORS)]}))
-    steps = history["step"]
-    start = start_index(steps, first)
-    x, y = steps[start:], history["cost"][start:]
+    x, y = step_series(history, "cost", first)
     if not len(x):
         empty_note(layout, "No steps yet: press Start or Step")
     else:
+        traces += bucket_band(history, "cost", first, "J range of older steps",
+                              "rgba(31, 119, 180, 0.15)")
         traces.append(line_trace(x, y, "J (raw)",
                                  line={"width": 1, "color": "rgba(31, 119, 180, 0.35)"}))
-        traces.append(line_trace(x, history["cost_smoothed"][start:], "J (smoothed, β = 0.98)",
+        traces.append(line_trace(x, step_series(history, "cost_smoothed", first)[1],
+                                 "J (smoothed, β = 0.98)",
                                  line={"width": 2.5, "color": "#1f77b4"}))
     return with_events(traces, layout, events, first)
 
@@ -261,12 +314,10 @@ def accuracy_figure(history: Mapping, events, window: int | None) -> go.Figure:
 def alpha_figure(history: Mapping, events, window: int | None) -> go.Figure:
     layout = base_layout("Learning rate α per step", "α", log_y=True, live=True)
     first = first_step_shown(history, window)
-    steps = history["step"]
-    start = start_index(steps, first)
+    x, y = step_series(history, "lr", first)
     traces = []
-    if len(steps):
-        traces.append(line_trace(steps[start:], history["lr"][start:], "α",
-                                 line={"color": "#ff7f0e", "width": 2}))
+    if len(x):
+        traces.append(line_trace(x, y, "α", line={"color": "#ff7f0e", "width": 2}))
     else:
         empty_note(layout, "No steps yet")
     return with_events(traces, layout, events, first)
@@ -278,18 +329,15 @@ def update_ratio_figure(history: Mapping, layers: Sequence[str], events,
     layout = base_layout("Update-to-weight ratio ‖ΔW‖ / ‖W‖ per layer", "ratio", log_y=True,
                          live=True)
     first = first_step_shown(history, window)
-    steps = history["step"]
-    start = start_index(steps, first)
     traces = []
-    if not len(steps):
+    if not len(history["step"]) and not len(history.get("buckets/step", ())):
         empty_note(layout, "No steps yet")
         return with_events(traces, layout, events, first)
     for i, layer in enumerate(layers):
-        column = history.get(f"update_ratio/{layer}")
-        if column is not None:
+        if f"update_ratio/{layer}" in history:
+            x, y = step_series(history, f"update_ratio/{layer}", first)
             traces.append(line_trace(
-                steps[start:], column[start:], layer,
-                line={"width": 1.5, "color": BRANCH_COLORS[i % len(BRANCH_COLORS)]}))
+                x, y, layer, line={"width": 1.5, "color": BRANCH_COLORS[i % len(BRANCH_COLORS)]}))
     layout["shapes"] = [{"type": "line", "xref": "x domain", "x0": 0, "x1": 1, "yref": "y",
                          "y0": 1e-3, "y1": 1e-3,
                          "line": {"dash": "dash", "color": "gray", "width": 1}}]
