@@ -20,7 +20,7 @@ import numpy as np
 
 from dlcore import checkpoint as ckptio
 from dlcore.checkpoint import CheckpointError, json_safe, whole
-from dlcore.history import Columns, Schemas, StepHistory
+from dlcore.history import Columns, Schemas, StepHistory, bucket_schema
 from dlcore.snapshot import freeze
 
 #: β of the bias-corrected running average of the cost kept beside the raw cost.
@@ -29,6 +29,10 @@ COST_SMOOTHING = 0.98
 #: when the limit is reached.
 MAX_BN_HISTORY_ROWS = 2048
 JOURNAL_FORMAT = "panda-journal-v1"
+#: A branch with more journal files than this has its oldest merged into one (all but
+#: the newest COMPACT_KEEP), so a run's folder does not grow without bound.
+COMPACT_ABOVE = 32
+COMPACT_KEEP = 8
 
 
 @dataclass
@@ -36,7 +40,8 @@ class JournalChunk:
     """Copies of a branch's rows and events not yet in a journal file.
 
     ``marks_before`` is where they began: a chunk that is not written goes back with
-    :meth:`Branch.release`, so its rows and events go into the next one.
+    :meth:`Branch.release`, so its rows and events go into the next one; ``marks_after``
+    where they end.
     """
 
     branch_number: int
@@ -44,9 +49,12 @@ class JournalChunk:
     arrays: dict
     events: list
     marks_before: tuple
+    marks_after: tuple
+    seq: int | None = None
 
     def payload(self, seq: int) -> tuple[dict, dict]:
         """``(arrays, meta)`` of the journal file ``journal/<seq>.npz``."""
+        self.seq = seq
         meta = {"format": JOURNAL_FORMAT, "branch": self.branch_number, "seq": seq,
                 "branch_info": self.record, "events": json_safe(self.events)}
         return self.arrays, meta
@@ -68,6 +76,10 @@ class Branch:
         # What is in journal files: steps up to this step (steps are bucketed, so by step),
         # evaluations and events up to these counts, BN rows (thinned) up to this eval_step.
         self._journalled = (0, 0, -1, 0)
+        # Where its own history begins (events, evaluations): before is its lineage's.
+        self._own_from = (0, 0)
+        # Its own journal files, oldest first: (seq, the marks after it).
+        self.chunks: list[tuple[int, tuple]] = []
 
     @property
     def record(self) -> dict:
@@ -132,6 +144,12 @@ class Branch:
         if self.bn is not None:
             copy.bn = self.bn.copy(self.bn.count_until("eval_step", step))
         copy.events = _events_until(self.events, step, event_count)
+        if "fork_step" in record:  # a new branch: all of this is its lineage
+            copy._own_from = (len(copy.events), len(copy.evals))
+        else:  # the same branch, cut at ``step``
+            copy._own_from = tuple(min(a, b) for a, b in zip(
+                self._own_from, (len(copy.events), len(copy.evals)), strict=True))
+            copy.chunks = [c for c in self.chunks if c[1][0] <= step]
         return copy
 
     # -- journal ----------------------------------------------------------------------
@@ -164,13 +182,50 @@ class Branch:
                   for k, v in arrays.items()}
         events = list(self.events[events_from:])
         self._journalled = (self.steps.last_step(), len(self.evals), bn_step, len(self.events))
-        return JournalChunk(number, self.record, arrays, events, marks)
+        return JournalChunk(number, self.record, arrays, events, marks, self._journalled)
 
     def confirm(self, chunk: JournalChunk) -> None:
         """A chunk is on disk: its steps may be bucketed from now on."""
         steps = chunk.arrays["steps/step"]
         if len(steps):
             self.steps.bucketable = max(self.steps.bucketable, int(steps[-1]))
+            self.steps.rebucket()
+        self.chunks.append((chunk.seq, chunk.marks_after))
+
+    def compacted_chunk(self, number: int) -> tuple[int, dict, dict] | None:
+        """``(seq, arrays, meta)`` of one journal file that replaces all but the newest
+        COMPACT_KEEP of this branch's own (its steps older than the exact window as
+        buckets), or None if it has few enough. Marked ``compacted``: it holds the
+        branch's own history from its fork, so reading it replaces what came before."""
+        if len(self.chunks) <= COMPACT_ABOVE:
+            return None
+        seq, (last_step, evals_to, bn_step, events_to) = self.chunks[-COMPACT_KEEP - 1]
+        events_from, evals_from = self._own_from
+        fork = self.fork_step
+        exact, buckets = self.steps.view(), self.steps.bucket_view()
+        mine = (exact["step"] > fork) & (exact["step"] <= last_step)
+        arrays = {f"steps/{k}": v[mine] for k, v in exact.items()}
+        mine = (buckets["first_step"] > fork) & (buckets["step"] <= last_step)
+        arrays.update({f"buckets/{k}": v[mine] for k, v in buckets.items()})
+        arrays.update({f"evals/{k}": v.copy()
+                       for k, v in self.evals.view(evals_from, evals_to).items()})
+        if self.bn is not None:
+            bn = self.bn.view()
+            mine = (bn["eval_step"] > fork) & (bn["eval_step"] <= bn_step)
+            arrays.update({f"bn/{k}": v[mine] for k, v in bn.items()})
+        arrays = {k: np.nan_to_num(v, nan=0.0) if v.dtype.kind == "f" else v
+                  for k, v in arrays.items()}
+        meta = {"format": JOURNAL_FORMAT, "branch": number, "seq": seq,
+                "branch_info": self.record, "compacted": True, "width": self.steps.width,
+                "events": json_safe(self.events[events_from:events_to])}
+        return seq, arrays, meta
+
+    def compacted(self, seq: int) -> list[int]:
+        """The journal file ``seq`` now holds all of this branch's up to it: their seqs,
+        which can go."""
+        replaced = [s for s, _ in self.chunks if s < seq]
+        self.chunks = [c for c in self.chunks if c[0] >= seq]
+        return replaced
 
     def release(self, chunk: JournalChunk) -> None:
         """A chunk that was not written: its rows and events go into the next one."""
@@ -181,11 +236,26 @@ class Branch:
 
     def add_chunk(self, arrays: Mapping, meta: Mapping) -> None:
         """Add a journal chunk (checked by :func:`check_journal`); rows it covers
-        supersede any already here (a crash may have journalled them twice)."""
+        supersede any already here (a crash may have journalled them twice). A
+        ``compacted`` one holds the branch's own history from its fork: it replaces it."""
         def block(prefix):
             return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
 
         steps, evals, bn = block("steps/"), block("evals/"), block("bn/")
+        if meta.get("compacted"):
+            events_from, evals_from = self._own_from
+            self.steps = self.steps.until(self.fork_step)
+            self.evals = self.evals.copy(evals_from)
+            if self.bn is not None:
+                self.bn = self.bn.copy(self.bn.count_until("eval_step", self.fork_step))
+            self.events = self.events[:events_from]
+            self.chunks = []
+            buckets = block("buckets/")
+            width = meta.get("width")
+            if isinstance(width, int) and not isinstance(width, bool) and 1 <= width < 2**40:
+                self.steps.width = max(self.steps.width, width)  # as they were bucketed
+            if buckets and len(buckets["step"]):
+                self.steps.add_buckets(buckets)
         for table, columns in ((self.steps.exact, steps), (self.evals, evals)):
             rows = len(next(iter(columns.values()), ()))
             for name in table.schema.keys() - columns.keys() if columns else ():
@@ -205,6 +275,11 @@ class Branch:
                 for i in range(len(bn["eval_step"])):
                     self.record_bn({k: v[i] for k, v in bn.items()})
         self.events.extend(freeze(e) for e in meta.get("events", []))
+        last = self.steps.last_step()
+        bn_last = (int(self.bn.last("eval_step")) if self.bn is not None and len(self.bn)
+                   else -1)
+        self.chunks.append((int(meta["seq"]), (last, len(self.evals), bn_last,
+                                               len(self.events))))
 
 
 class BranchTree:
@@ -334,6 +409,7 @@ def check_journal(arrays: Mapping, meta: Mapping, schemas: Schemas) -> None:
     for event in events:
         whole("an event's step", event.get("step"))
     for prefix, schema, index in (("steps/", schemas.steps, "step"),
+                                  ("buckets/", bucket_schema(schemas.steps), "step"),
                                   ("evals/", schemas.evals, "eval_step"),
                                   ("bn/", schemas.bn, "eval_step")):
         block = {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}

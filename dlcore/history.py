@@ -119,8 +119,10 @@ class Columns:
 # Per-step history: exact recent rows, buckets before
 # ---------------------------------------------------------------------------
 
-#: Exact per-step rows kept (at least; up to 1.5× before the oldest are bucketed).
+#: Exact per-step rows kept: the steps after the last multiple of BUCKET_BLOCK that lies
+#: EXACT_STEPS or more before the newest journalled step (so between 10⁵ and 1.5·10⁵).
 EXACT_STEPS = 100_000
+BUCKET_BLOCK = 50_000
 #: Buckets kept at most; beyond it neighbouring buckets merge (their width doubles).
 MAX_BUCKETS = 20_000
 
@@ -149,7 +151,9 @@ class StepHistory:
     :func:`bucket_schema`, each row summarising the steps [first_step, step] that fall
     in one aligned bucket of ``width`` steps (``(s − 1) // width``), never mixing steps up
     to ``boundary`` (the fork step: the lineage) with later ones (the branch's own).
-    Only rows up to ``bucketable`` (those already in a journal) are ever bucketed.
+    Only rows up to ``bucketable`` (those already in a journal) are ever bucketed, and
+    where the exact rows begin depends on nothing but the newest such step: the same
+    rows, appended live or read back from a journal, are split the same way.
     """
 
     def __init__(self, schema: dict, boundary: int = 0, width: int = 1):
@@ -167,15 +171,19 @@ class StepHistory:
     def append(self, **row) -> None:
         self.exact.append(**row)
         self.total += 1
-        if len(self.exact) > EXACT_STEPS * 3 // 2:
-            self._bucket_oldest()
+        self.rebucket()
 
     def extend(self, block: dict) -> None:
         """Exact rows after the ones here (a dict of equally long arrays)."""
         self.exact.extend(block)
         self.total += len(block["step"]) if block else 0
-        if len(self.exact) > EXACT_STEPS * 3 // 2:
-            self._bucket_oldest()
+        self.rebucket()
+
+    def rebucket(self) -> None:
+        """Bucket the exact rows up to the cut (see the class docstring), if it moved."""
+        cut = (min(self.bucketable, self.last_step()) - EXACT_STEPS) // BUCKET_BLOCK
+        if cut > 0 and len(self.exact) and self.exact.view(0, 1)["step"][0] <= cut * BUCKET_BLOCK:
+            self._bucket_until(cut * BUCKET_BLOCK)
 
     def add_buckets(self, block: dict) -> None:
         """Bucket rows after the ones here, merged with the last bucket if they share it."""
@@ -223,14 +231,11 @@ class StepHistory:
 
     # -- bucketing ------------------------------------------------------------------------
 
-    def _bucket_oldest(self) -> None:
-        """Move the oldest exact rows (down to EXACT_STEPS, journalled ones only) into
-        buckets, widening the buckets if there are too many."""
+    def _bucket_until(self, step: int) -> None:
+        """Move the exact rows up to ``step`` into buckets, widening the buckets if there
+        are too many."""
         steps = self.exact.view()["step"]
-        n = min(len(steps) - EXACT_STEPS, int(np.searchsorted(steps, self.bucketable,
-                                                                 side="right")))
-        if n <= 0:
-            return
+        n = int(np.searchsorted(steps, step, side="right"))
         block = {k: v[:n] for k, v in self.exact.view().items()}
         self.exact = self.exact.copy_range(n, len(steps))
         self._set_buckets(_concatenate(self.buckets.view(), _as_buckets(block)))

@@ -82,6 +82,7 @@ class Checkpoints:
             raise
         with run.lock:
             branch.confirm(chunk)
+        self._compact_journal(run.tree.active)
 
     def finish_background(self, wait: bool) -> None:
         """List the checkpoint being written in the background, if there is one and it is
@@ -167,9 +168,30 @@ class Checkpoints:
                     branch.events[:] = [e for e in branch.events if e is not event]
         if job.error is not None:
             raise job.error
+        self._compact_journal(chunk.branch_number)
         if job.info["kind"] == "periodic":
             self.thin()
         return job.info["id"]
+
+    def _compact_journal(self, number: int) -> None:
+        """Merge a branch's oldest journal files into one when it has many (see
+        ``Branch.compacted_chunk``): the merged file replaces the newest of them in one
+        rename, then the others go. A failed write leaves them all, to try again later."""
+        run = self.run
+        branch = run.tree.branches[number]
+        with run.lock:
+            compacted = branch.compacted_chunk(number)
+        if compacted is None:
+            return
+        seq, arrays, meta = compacted
+        try:
+            run.store.write_journal(seq, arrays, meta)
+        except OSError:
+            return
+        with run.lock:
+            replaced = branch.compacted(seq)
+        for old in replaced:
+            run.store.delete(run.store.journal_dir / f"{old:06d}.npz", missing_ok=True)
 
     def thin(self) -> None:
         """Delete the periodic checkpoints the retention policy no longer keeps, and say

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from dlcore.trainer import RunConfig, Trainer
 from tests.test_reliability import SMALL, report, run_steps
@@ -94,3 +95,55 @@ def test_the_retention_policy_is_a_live_setting_kept_across_restarts(tmp_path):
         assert snap.events[-1]["kind"] == "retention" and len(snap.events[-1]["removed"]) == 18
     with Trainer.open(tmp_path) as reopened:
         assert reopened.snapshot().retention["keep_last"] == 2
+
+
+def _curve_summary(history) -> tuple:
+    """What a chart of the whole curve shows: steps covered, the overall mean, the lowest
+    and highest cost, and the exact newest rows."""
+    counts = np.asarray(history["buckets/count"])
+    covered = int(counts.sum()) + len(history["step"])
+    mean = (float(np.sum(history["buckets/cost"] * counts)) + float(np.sum(history["cost"])))
+    low = min([*history["buckets/cost/min"], *history["cost"]])
+    high = max([*history["buckets/cost/max"], *history["cost"]])
+    return covered, mean / covered, low, high, tuple(history["step"]), tuple(history["cost"])
+
+
+def test_long_histories_are_bucketed_journals_compacted_and_reopen_the_same(
+        tmp_path, monkeypatch):
+    """The limits scaled down 500×: exact rows for the newest 200 steps, at most 50 buckets,
+    journal files merged above 6 per branch; a run of 3,500 steps on two branches."""
+    from dlcore import branches, history, run
+
+    monkeypatch.setattr(history, "EXACT_STEPS", 200)
+    monkeypatch.setattr(history, "BUCKET_BLOCK", 100)
+    monkeypatch.setattr(history, "MAX_BUCKETS", 50)
+    monkeypatch.setattr(branches, "COMPACT_ABOVE", 6)
+    monkeypatch.setattr(branches, "COMPACT_KEEP", 2)
+    monkeypatch.setattr(run, "MAX_UNJOURNALLED_STEPS", 100)
+    config = RunConfig(**{**SMALL, "checkpoint_every": 50, "retention": {
+        "keep_last": 3, "min_seconds": 0, "save_best": False}})
+    with Trainer(config, tmp_path) as trainer:
+        snap = run_steps(trainer, 2000)
+        assert len(snap.history["step"]) <= 300 and 0 < len(snap.history["buckets/step"]) <= 50
+        assert int(snap.history["buckets/count"].sum()) + len(snap.history["step"]) == 2000
+        fork = [c["id"] for c in snap.checkpoints if c["kind"] == "periodic"][-2]
+        trainer.rollback(fork)
+        run_steps(trainer, 1500)
+        journal_files = len(list(trainer.run_dir.glob("journal/*.npz")))
+    before = trainer.snapshot()
+    assert journal_files <= 2 * (branches.COMPACT_ABOVE + 1)
+    # spikes stay visible: every bucket's max is at least its mean
+    buckets = before.history
+    assert np.all(buckets["buckets/cost/max"] >= buckets["buckets/cost"] - 1e-12)
+    with Trainer.open(tmp_path) as reopened:
+        after = reopened.snapshot()
+        assert after.damaged == () and after.step == before.step
+        for number, branch in before.branches.items():
+            again = after.branches[number]["history"]
+            assert _curve_summary(again)[:4] == pytest.approx(
+                _curve_summary(branch["history"])[:4], rel=1e-9)
+            assert _curve_summary(again)[4:] == _curve_summary(branch["history"])[4:]
+            np.testing.assert_array_equal(again["dev_accuracy"],
+                                          branch["history"]["dev_accuracy"])
+        assert [e["kind"] for e in after.events] == [e["kind"] for e in before.events]
+        assert run_steps(reopened, 10).step == before.step + 10
