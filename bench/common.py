@@ -111,3 +111,9 @@ def fill_history(trainer, steps: int, eval_every: int = 50, random: bool = False
         iterator.load_state_dict({**iterator.state_dict(),
                                   "epoch": steps // iterator.batches_per_epoch})
     run.publish_state()
+
+
+def chart_bytes(at) -> int:
+    """Bytes of every chart an AppTest run sent: plotly specs and live charts' data."""
+    return (sum(len(el.proto.spec) for el in at.get("plotly_chart"))
+            + sum(len(el.proto.json) for el in at.get("bidi_component")))

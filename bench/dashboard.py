@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 
 from bench.common import (  # noqa: E402
+    chart_bytes,
     fill_history,
     machine_report,
     median_range,
@@ -131,7 +132,7 @@ def refresh_cost_with_history(folder: Path, steps: int, repeats: int):
                 f"{at.exception[0].stack_trace}"
             )
         times.append(at.session_state["elapsed"] * 1e3)
-        sizes.append(sum(len(el.proto.spec) for el in at.get("plotly_chart")))
+        sizes.append(chart_bytes(at))
     return times, sizes
 
 
