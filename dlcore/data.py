@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import array
 import collections
-import copy
 import csv
 import inspect
-import numbers
 import os
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from dlcore.arguments import require_int, require_number
+from dlcore.batches import MiniBatchIterator  # noqa: F401  (part of this module's API)
 
 BUILTIN_DATASETS = ("digits", "spirals", "blobs")
 FILE_SUFFIXES = (".csv", ".npz")
@@ -65,8 +66,8 @@ def make_spirals(
     The noise is in radians, so arms blur more at the rim than near the centre.
     """
     n_samples, n_classes = _check_sizes(n_samples, n_classes)
-    _require_number("noise", noise, minimum=0.0)
-    _require_number("turns", turns, minimum=0.0, inclusive=False)
+    require_number("noise", noise, minimum=0.0)
+    require_number("turns", turns, minimum=0.0, inclusive=False)
     rng = np.random.default_rng(seed)
     X_parts, y_parts = [], []
     for label, size in enumerate(_class_sizes(n_samples, n_classes)):
@@ -96,8 +97,8 @@ def make_blobs(
     centre + spread·N(0, I). Class sizes are split as evenly as in make_spirals.
     """
     n_samples, n_classes = _check_sizes(n_samples, n_classes)
-    n_features = _require_int("n_features", n_features, minimum=1)
-    _require_number("spread", spread, minimum=0.0)
+    n_features = require_int("n_features", n_features, minimum=1)
+    require_number("spread", spread, minimum=0.0)
     rng = np.random.default_rng(seed)
     centres = rng.uniform(-5.0, 5.0, size=(n_classes, n_features))
     sizes = _class_sizes(n_samples, n_classes)
@@ -107,8 +108,8 @@ def make_blobs(
 
 
 def _check_sizes(n_samples, n_classes) -> tuple[int, int]:
-    n_samples = _require_int("n_samples", n_samples, minimum=1)
-    n_classes = _require_int("n_classes", n_classes, minimum=2)
+    n_samples = require_int("n_samples", n_samples, minimum=1)
+    n_classes = require_int("n_classes", n_classes, minimum=2)
     if n_samples < n_classes:
         raise ValueError(f"n_samples ({n_samples}) must be at least n_classes ({n_classes})")
     return n_samples, n_classes
@@ -150,7 +151,7 @@ def _load_labelled_file(
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """load_file's work, also returning class_names: (C,) original label of each class id."""
     path = Path(path)
-    max_bytes = _require_int("max_bytes", max_bytes, minimum=1)
+    max_bytes = require_int("max_bytes", max_bytes, minimum=1)
     suffix = path.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise ValueError(
@@ -421,7 +422,7 @@ def train_dev_split(X, y, dev_fraction: float = 0.2, seed: int = 0):
         raise ValueError(f"y must be 1-D integer labels, got shape {y.shape} dtype {y.dtype}")
     if len(X) != len(y) or len(y) == 0:
         raise ValueError(f"X has {len(X)} rows and y {len(y)} labels; need the same, at least 1")
-    _require_number("dev_fraction", dev_fraction, minimum=0.0, maximum=1.0, inclusive=False)
+    require_number("dev_fraction", dev_fraction, minimum=0.0, maximum=1.0, inclusive=False)
 
     rng = np.random.default_rng(seed)
     train_parts, dev_parts = [], []
@@ -581,191 +582,3 @@ def _read_only(values: np.ndarray, dtype) -> np.ndarray:
     values = np.array(values, dtype=dtype, order="C")  # a fresh copy the Dataset owns
     values.flags.writeable = False
     return values
-
-
-# ---------------------------------------------------------------------------------------------
-# Mini-batches
-# ---------------------------------------------------------------------------------------------
-
-
-class MiniBatchIterator:
-    """Shuffled mini-batches of example indices, epoch after epoch, resumable bit for bit.
-
-    Each epoch draws a fresh permutation of range(n_examples) from the iterator's own
-    np.random.Generator(PCG64(seed)); next_batch() -> (batch_size,) int64 indices, consecutive
-    slices of that permutation, in permutation order (not sorted).
-
-    The tail of an epoch shorter than batch_size is dropped, so every batch has exactly
-    min(batch_size, n_examples) examples: BatchNorm never normalizes over a batch of 1 and the
-    step noise does not jump at epoch ends. Since every epoch reshuffles, an example dropped in
-    one epoch is seen in others. With batch_size ≥ n_examples each batch is the whole set,
-    permuted anew. An epoch counts as completed as soon as its last full batch is drawn.
-
-    batch_size may be changed between batches: the current epoch continues from the same
-    position with the new size. state_dict() / load_state_dict() capture everything, so a
-    restored iterator yields exactly the batches the original would have.
-    """
-
-    _STATE_KEYS = frozenset({"epoch", "position", "batch_size", "rng_state", "permutation"})
-
-    def __init__(self, n_examples: int, batch_size: int, seed: int = 0):
-        self._n_examples = _require_int("n_examples", n_examples, minimum=1)
-        self._batch_size = _require_int("batch_size", batch_size, minimum=1)
-        self._rng = np.random.Generator(np.random.PCG64(seed))
-        self._epoch = 0
-        self._position = 0
-        self._permutation = self._draw_permutation()
-
-    @property
-    def n_examples(self) -> int:
-        return self._n_examples
-
-    @property
-    def epoch(self) -> int:
-        """Completed epochs."""
-        return self._epoch
-
-    @property
-    def position(self) -> int:
-        """Index into the current epoch's permutation of the next batch's first example."""
-        return self._position
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self._n_examples // self._effective_batch_size
-
-    @property
-    def batch_size(self) -> int:
-        return self._batch_size
-
-    @batch_size.setter
-    def batch_size(self, value: int) -> None:
-        self._batch_size = _require_int("batch_size", value, minimum=1)
-
-    def next_batch(self) -> np.ndarray:
-        """The next (min(batch_size, n_examples),) int64 example indices."""
-        # A batch size raised since the last batch may no longer fit in this epoch's tail.
-        self._start_new_epoch_if_exhausted()
-        end = self._position + self._effective_batch_size
-        batch = self._permutation[self._position : end].copy()
-        self._position = end
-        self._start_new_epoch_if_exhausted()
-        return batch
-
-    def state_dict(self) -> dict:
-        """Everything needed to resume: a deep copy; JSON-serializable except "permutation"."""
-        return {
-            "epoch": self._epoch,
-            "position": self._position,
-            "batch_size": self._batch_size,
-            "rng_state": copy.deepcopy(self._rng.bit_generator.state),
-            "permutation": self._permutation.copy(),
-        }
-
-    def load_state_dict(self, state: Mapping) -> None:
-        """Restore a state_dict() exactly. Validates all of it first; on error nothing changes."""
-        # 1) Check every key and value.
-        if not isinstance(state, Mapping):
-            raise ValueError(f"iterator state must be a dict, got {type(state).__name__}")
-        missing, unexpected = self._STATE_KEYS - set(state), set(state) - self._STATE_KEYS
-        if missing or unexpected:
-            raise ValueError(
-                f"iterator state: missing keys {sorted(missing)}, unexpected keys "
-                f"{sorted(unexpected, key=str)}"
-            )
-        epoch = _require_int("iterator state 'epoch'", state["epoch"], minimum=0)
-        batch_size = _require_int("iterator state 'batch_size'", state["batch_size"], minimum=1)
-        position = _require_int("iterator state 'position'", state["position"], minimum=0)
-        if position > self._n_examples:
-            raise ValueError(
-                f"iterator state 'position' {position} is past the end of {self._n_examples} "
-                "examples"
-            )
-        permutation = self._check_permutation(state["permutation"])
-        bit_generator = self._check_rng_state(state["rng_state"])
-        # 2) Commit, all at once.
-        self._epoch, self._position, self._batch_size = epoch, position, batch_size
-        self._permutation = permutation
-        self._rng = np.random.Generator(bit_generator)
-
-    @property
-    def _effective_batch_size(self) -> int:
-        return min(self._batch_size, self._n_examples)
-
-    def _draw_permutation(self) -> np.ndarray:
-        return self._rng.permutation(self._n_examples).astype(np.int64, copy=False)
-
-    def _start_new_epoch_if_exhausted(self) -> None:
-        if self._position + self._effective_batch_size > self._n_examples:
-            self._epoch += 1
-            self._position = 0
-            self._permutation = self._draw_permutation()
-
-    def _check_permutation(self, permutation) -> np.ndarray:
-        permutation = np.array(permutation)  # a copy: later changes to the state don't leak in
-        if permutation.ndim != 1 or permutation.dtype.kind not in "iu":
-            raise ValueError(
-                "iterator state 'permutation' must be a 1-D integer array, got shape "
-                f"{permutation.shape} dtype {permutation.dtype}"
-            )
-        if len(permutation) != self._n_examples:
-            raise ValueError(
-                f"iterator state is for {len(permutation)} examples, "
-                f"this iterator has {self._n_examples}"
-            )
-        if not np.array_equal(np.sort(permutation), np.arange(self._n_examples)):
-            raise ValueError(
-                f"iterator state 'permutation' is not a permutation of range({self._n_examples})"
-            )
-        return permutation.astype(np.int64)
-
-    @staticmethod
-    def _check_rng_state(rng_state) -> np.random.PCG64:
-        """A PCG64 set to rng_state; ValueError unless rng_state is a valid PCG64 state."""
-        bounds = {"state": 2**128, "inc": 2**128, "has_uint32": 2, "uinteger": 2**32}
-        try:
-            if rng_state["bit_generator"] != "PCG64":
-                raise ValueError(f"bit generator {rng_state['bit_generator']!r}, not PCG64")
-            fields = {
-                **rng_state["state"],
-                "has_uint32": rng_state["has_uint32"],
-                "uinteger": rng_state["uinteger"],
-            }
-            for field, bound in bounds.items():
-                value = fields[field]
-                if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                    raise ValueError(f"{field!r} is {value!r}, not an integer")
-                if not 0 <= value < bound:
-                    raise ValueError(f"{field!r} is {value}, outside [0, {bound})")
-            bit_generator = np.random.PCG64()
-            bit_generator.state = copy.deepcopy(dict(rng_state))
-        except (KeyError, TypeError, ValueError, OverflowError) as error:
-            raise ValueError(
-                f"iterator state 'rng_state' is not a valid PCG64 state: {error}"
-            ) from None
-        return bit_generator
-
-
-# ---------------------------------------------------------------------------------------------
-# Argument checks
-# ---------------------------------------------------------------------------------------------
-
-
-def _require_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-    return int(value)
-
-
-def _require_number(name, value, minimum, maximum=None, inclusive=True) -> float:
-    """value must be a real number ≥ minimum (> if not inclusive) and ≤ maximum (<)."""
-    valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-    if valid:
-        above = value >= minimum if inclusive else value > minimum
-        below = maximum is None or (value <= maximum if inclusive else value < maximum)
-        valid = above and below
-    if not valid:
-        low = f"{'≥' if inclusive else '>'} {minimum}"
-        high = "" if maximum is None else f" and {'≤' if inclusive else '<'} {maximum}"
-        raise ValueError(f"{name} must be a number {low}{high}, got {value!r}")
-    return float(value)
