@@ -27,9 +27,9 @@ class Standardizer:
     """Per-feature z-scores: X' = (X - mean) / std, with mean, std: (n,) float64 from fit().
 
     Fit on the training split only, then transform every split with the same statistics.
-    std is the population standard deviation (1/m); a constant column gets std 1, so it maps to
-    zeros instead of dividing by zero. X may be any real dtype (uint8 images stay uint8) and any
-    memory order; ``rows`` picks the examples (a split) without copying X.
+    std is the population standard deviation (1/m); a constant column gets std max(1, |value|),
+    so it maps to zeros instead of dividing by zero. X may be any real dtype (uint8 images stay
+    uint8) and any memory order; ``rows`` picks the examples (a split) without copying X.
     """
 
     def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None):
@@ -68,8 +68,12 @@ class Standardizer:
             centred -= scaled_mean
             squares += np.square(centred, out=centred).sum(axis=0)
         scaled_std = np.sqrt(squares / m)
-        self.mean = scaled_mean * scale
-        self.std = np.where(high == low, 1.0, scaled_std * scale)
+        # A constant column's mean is its value exactly (m copies summed and divided by m can
+        # miss it by an ulp), and its std max(1, |value|): training z-scores are 0, and a dev
+        # value is measured against the column's magnitude (1e300 + 1 ulp is not 1e284 away).
+        constant = high == low
+        self.mean = np.where(constant, low, scaled_mean * scale)
+        self.std = np.where(constant, np.maximum(1.0, np.abs(low)), scaled_std * scale)
         self._inverse_scale = inverse_scale
         return self
 
@@ -97,7 +101,8 @@ class Standardizer:
             z -= scaled_mean
             z /= scaled_std
             target = out[start : start + len(block)]
-            target[...] = z
+            with np.errstate(over="ignore"):  # an overflow to float32 is found just below
+                target[...] = z
             if not np.isfinite(target).all():
                 i, j = np.unravel_index(int(np.argmin(np.isfinite(target))), target.shape)
                 row = start + int(i) if rows is None else int(rows[start + int(i)])
