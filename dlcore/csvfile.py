@@ -80,7 +80,8 @@ def read_csv(path: Path, check_memory) -> RawFile:
 
     part = Part(
         X=X,
-        labels=labels_from_text(labels, label_place, header.name),
+        labels=labels if labels.dtype != object else labels_from_text(labels, label_place,
+                                                                          header.name),
         cell=lambda i, j: f"row {row_numbers(i)}, column {feature_names[j]!r}",
         label_place=label_place,
     )
@@ -302,7 +303,8 @@ def read_by_row(header: Header, lines: int):
 
 
 def read_with_pandas(header: Header, lines: int):
-    """Returns X: (m, n_features) float64 (Fortran order), labels: (m,) object str,
+    """Returns X: (m, n_features) float64 (Fortran order), labels: (m,) numbers as pandas
+    inferred them, or object str (names, or a column pandas could not read as numbers),
     row_numbers(i) -> int (found on demand, for messages)."""
     import pandas as pd
 
@@ -315,7 +317,6 @@ def read_with_pandas(header: Header, lines: int):
         header=0,  # the first non-blank row, replaced by names: pandas cannot mangle them
         names=list(range(len(header.names))),
         index_col=False,
-        dtype={header.label: str},
         na_filter=False,  # "nan" and "" stay text: they are refused, not read as NaN
         engine="c",
         encoding="utf-8",
@@ -331,14 +332,23 @@ def read_with_pandas(header: Header, lines: int):
                     if suspect is not None:
                         trouble = done + suspect
                         break
-                    labels.append(chunk[header.label].to_numpy(dtype=object))
+                    labels.append(chunk[header.label].to_numpy())
                     done += len(chunk)
     except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError, ValueError):
         trouble = -1
     if trouble is not None:
         return _read_after_trouble(header, lines, trouble)
-    labels = np.concatenate(labels) if labels else np.array([], dtype=object)
-    return X[:done], labels, _RowNumbers(header)
+    return X[:done], _join_labels(labels), _RowNumbers(header)
+
+
+def _join_labels(chunks: list[np.ndarray]) -> np.ndarray:
+    """Each chunk's label column as pandas inferred it -> (m,) numbers if every chunk holds
+    numbers, else (m,) object str: the text of every label, for labels_from_text."""
+    if chunks and all(chunk.dtype.kind in "iuf" for chunk in chunks):
+        return np.concatenate(chunks)
+    texts = [chunk if chunk.dtype == object else chunk.astype(str).astype(object)
+             for chunk in chunks]
+    return np.concatenate(texts) if texts else np.array([], dtype=object)
 
 
 def _fill(chunk, header: Header, X_block: np.ndarray) -> int | None:
@@ -354,9 +364,11 @@ def _fill(chunk, header: Header, X_block: np.ndarray) -> int | None:
         finite = np.isfinite(X_block).all(axis=1)
         if not finite.all():
             suspects.append(int(np.argmin(finite)))
-    empty = (chunk[header.label].str.strip() == "").to_numpy()
-    if empty.any():
-        suspects.append(int(np.argmax(empty)))
+    labels = chunk[header.label]
+    if labels.dtype.kind not in "iufb":  # text: names, or numbers mixed with something else
+        empty = (labels.str.strip() == "").to_numpy()
+        if empty.any():
+            suspects.append(int(np.argmax(empty)))
     return min(suspects) if suspects else None
 
 
