@@ -332,8 +332,8 @@ class Dataset:
     labelled -1/1, ("setosa", "versicolor", "virginica") for names; "0".."C-1" for built-ins.
     dev_source: "split" (a stratified split drawn with the seed and dev_fraction) or "given"
     (the file's own test split, e.g. Keras' x_test/y_test, in file order; dev_fraction unused).
-    feature_shape: one example's shape before flattening, e.g. (28, 28) for MNIST images;
-    (n_features,) for tables.
+    feature_shape: one example's shape before flattening, e.g. (28, 28) for MNIST, (8, 8) for
+    digits, a Keras file's image shape; (n_features,) for tables.
     """
 
     name: str
@@ -418,7 +418,7 @@ def _load_source(source, seed, kw, out_itemsize):
         class_names = tuple(str(label) for label in range(int(y.max()) + 1))
         _check_class_counts(y, class_names, source)
         part = Part(X=X, labels=y, cell=_array_cell, label_place=lambda i: f"y[{i}]")
-        feature_shape = (28, 28) if source == "mnist" else (X.shape[1],)
+        feature_shape = {"mnist": (28, 28), "digits": (8, 8)}.get(source, (X.shape[1],))
         return source, [part], [y], class_names, feature_shape
     is_path = isinstance(source, str | os.PathLike)
     if not is_path or Path(source).suffix.lower() not in FILE_SUFFIXES:

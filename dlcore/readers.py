@@ -118,7 +118,7 @@ def _data_file(entry: os.DirEntry, root: Path) -> DataFile | None:
     if file_format is None or name.startswith(".") or not _showable(name):
         return None
     try:
-        if entry.is_symlink() and Path(entry.path).resolve(strict=True).parent != root:
+        if entry.is_symlink() and not Path(entry.path).resolve(strict=True).is_relative_to(root):
             return None
         status = entry.stat()  # follows a symlink
     except (OSError, RuntimeError):  # broken or looping symlinks

@@ -515,6 +515,7 @@ def test_builtin_mnist_is_mlxtends_5000_digits():
     np.testing.assert_array_equal(y, y_reference)
     dataset = prepare_dataset("mnist", dtype="float32")
     assert dataset.feature_shape == (28, 28) and dataset.n_classes == 10
+    assert prepare_dataset("digits").feature_shape == (8, 8)
     assert len(dataset.y_train) == 4000 and len(dataset.y_dev) == 1000
     assert np.isfinite(dataset.X_train).all()  # MNIST's border pixels are constant
 
@@ -540,10 +541,14 @@ def test_list_data_files_keeps_regular_data_files_only(tmp_path):
     (folder / "device.csv").symlink_to("/dev/null")
     (folder / "broken.csv").symlink_to(folder / "nowhere.csv")
     (folder / "inside.csv").symlink_to(folder / "b.csv")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "deep.csv").write_text("x,label\n")
+    (folder / "sub.csv").symlink_to(folder / "sub" / "deep.csv")  # resolves inside: kept
     (folder / "line\nbreak.csv").write_text("x")
     listed = list_data_files(folder)
-    assert [f.name for f in listed] == ["a.NPZ", "b.csv", "c.parquet", "d.tsv", "inside.csv"]
-    assert [f.format for f in listed] == ["npz", "csv", "parquet", "tsv", "csv"]
+    assert [f.name for f in listed] == ["a.NPZ", "b.csv", "c.parquet", "d.tsv", "inside.csv",
+                                        "sub.csv"]
+    assert [f.format for f in listed] == ["npz", "csv", "parquet", "tsv", "csv", "csv"]
     assert listed[1].size_bytes == len("x,label\n") and listed[1].path == folder / "b.csv"
     assert list_data_files(tmp_path / "missing") == []
     assert list_data_files(folder / "b.csv") == []
