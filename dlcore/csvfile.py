@@ -75,6 +75,7 @@ def read_csv(path: Path, check_memory) -> RawFile:
         X, labels, row_numbers = read_with_pandas(header, lines)
     feature_names = [header.names[j] for j in header.features]
     label_name = header.names[header.label]
+
     def label_place(i: int) -> str:
         return f"row {row_numbers(i)}, column {label_name!r}"
 
@@ -321,6 +322,7 @@ def read_with_pandas(header: Header, lines: int):
         engine="c",
         encoding="utf-8",
         chunksize=max(1000, PANDAS_CHUNK_CELLS // len(header.names)),
+        low_memory=False,  # one type per column and chunk, not per internal piece of it
     )
     trouble = None  # the index of the first record pandas found a problem in; -1: somewhere
     try:
@@ -346,8 +348,7 @@ def _join_labels(chunks: list[np.ndarray]) -> np.ndarray:
     numbers, else (m,) object str: the text of every label, for labels_from_text."""
     if chunks and all(chunk.dtype.kind in "iuf" for chunk in chunks):
         return np.concatenate(chunks)
-    texts = [chunk if chunk.dtype == object else chunk.astype(str).astype(object)
-             for chunk in chunks]
+    texts = [chunk.astype(str).astype(object) for chunk in chunks]
     return np.concatenate(texts) if texts else np.array([], dtype=object)
 
 
@@ -355,8 +356,11 @@ def _fill(chunk, header: Header, X_block: np.ndarray) -> int | None:
     """Copy a chunk's feature columns into X_block: (k, n_features). Returns the index of the
     first row that holds anything but finite numbers and non-empty labels, else None."""
     kinds = [dtype.kind for dtype in chunk.dtypes]
-    if any(kinds[j] not in "iuf" for j in header.features):
-        return 0  # text (or True/False) among the numbers: the csv-module reader finds where
+    text_columns = [j for j in header.features if kinds[j] not in "iuf"]
+    if text_columns:  # text (or True/False) among the numbers: which row first?
+        rows = [np.flatnonzero(~np.isfinite(to_numbers(chunk[j].astype(str).to_numpy(object))))
+                for j in text_columns]
+        return min((int(bad[0]) for bad in rows if len(bad)), default=0)
     for j, column in enumerate(header.features):
         X_block[:, j] = chunk[column].to_numpy()
     suspects = []

@@ -203,6 +203,33 @@ def test_spaces_around_numbers_plus_signs_and_exponents_are_numbers(tmp_path, cs
     np.testing.assert_array_equal(X[:, 1], (np.arange(20) + 0.5) * 10)
 
 
+def test_bom_crlf_blank_lines_and_tabs(tmp_path, csv_reader):
+    body = "".join(f" {i} \t{i}.5\t{i % 2}\r\n" for i in range(20))
+    path = tmp_path / "excel.tsv"
+    path.write_text("\ufeff x1 \t x2 \tlabel\r\n\r\n" + body + "\r\n\r\n", newline="")
+    X, y = load_file(path)
+    np.testing.assert_array_equal(X[:, 1], np.arange(20) + 0.5)
+    np.testing.assert_array_equal(y, np.arange(20) % 2)
+
+
+def test_problems_in_later_chunks_name_their_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(csvfile, "PANDAS_CHUNK_CELLS", 3000)  # chunks of 1000 rows
+    rows = "".join(f"{i},{i % 7},{i % 2}\n" for i in range(3000))
+    path = tmp_path / "chunks.csv"
+    for changed, match in [
+        ("2500,1,cat\n", r"row 2503, column 'label': 'cat' is not an integer class label"),
+        ("2500,1,0.5\n", r"row 2503, column 'label': 0.5 is not an integer"),
+        ("2500,1e999,0\n", r"row 2503, column 'b': 1e999 is not a finite number"),
+        ("2500,1\n", r"row 2503 has 2 cells"),
+    ]:
+        path.write_text("a,b,label\n\n" + rows.replace("2500,1,0\n", changed))
+        with pytest.raises(ValueError, match=match):
+            load_file(path)
+    names = "".join(f"{i},{i % 7},{('setosa', 'virginica')[i % 2]}\n" for i in range(3000))
+    path.write_text("a,b,label\n" + names)
+    assert prepare_dataset(path).class_names == ("setosa", "virginica")
+
+
 # ---------------------------------------------------------------------------------------------
 # The two CSV readers agree, on messages too
 # ---------------------------------------------------------------------------------------------
