@@ -496,8 +496,11 @@ def test_standardizer_refuses_non_finite_input():
 
 @settings(max_examples=50, deadline=None)
 @given(
+    # Away from underflow: numpy's own squares of differences below 1e-154 flush to zero
+    # there (its std of [0, 0, 1e-164] is 0), where the scaled sums stay exact.
     values=st.lists(
-        st.floats(-1e6, 1e6, allow_nan=False, width=64), min_size=6, max_size=60
+        st.one_of(st.just(0.0), st.floats(1e-100, 1e6), st.floats(-1e6, -1e-100)),
+        min_size=6, max_size=60,
     ),
     columns=st.integers(1, 3),
 )
