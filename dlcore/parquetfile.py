@@ -18,6 +18,7 @@ from dlcore.tables import (
     check_column_names,
     first_non_finite,
     non_finite_message,
+    scratch_array,
 )
 
 BATCH_ROWS = 65536
@@ -68,7 +69,7 @@ def read_parquet(path: Path, max_bytes: int | None, check_memory) -> RawFile:
         f"{rows:,} rows × {len(features):,} features as {dtype}, plus the copy that training "
         "uses",
     )
-    X = np.empty((rows, len(features)), dtype=dtype, order="F")
+    X = scratch_array((rows, len(features)), order="F", dtype=dtype)
     labels = []
     done = 0
     try:

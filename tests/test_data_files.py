@@ -212,8 +212,7 @@ def test_bom_crlf_blank_lines_and_tabs(tmp_path, csv_reader):
     np.testing.assert_array_equal(y, np.arange(20) % 2)
 
 
-def test_problems_in_later_chunks_name_their_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(csvfile, "PANDAS_CHUNK_CELLS", 3000)  # chunks of 1000 rows
+def test_problems_far_down_a_file_name_their_row(tmp_path):
     rows = "".join(f"{i},{i % 7},{i % 2}\n" for i in range(3000))
     path = tmp_path / "chunks.csv"
     for changed, match in [
@@ -582,3 +581,32 @@ def test_list_data_files_keeps_regular_data_files_only(tmp_path):
     assert listed[1].size_bytes == len("x,label\n") and listed[1].path == folder / "b.csv"
     assert list_data_files(tmp_path / "missing") == []
     assert list_data_files(folder / "b.csv") == []
+
+
+def test_a_table_of_megabytes_loads_the_same_through_both_readers(tmp_path, monkeypatch):
+    """30,000 × 20 values: the readers' copies live in scratch_array's mapped memory."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(rng.standard_normal((30_000, 20)), columns=[f"x{j}" for j in range(20)])
+    frame["label"] = rng.integers(0, 3, 30_000)
+    path = tmp_path / "big.csv"
+    frame.to_csv(path, index=False)
+    loaded = []
+    for threshold in (0, 10**9):
+        monkeypatch.setattr(csvfile, "ROWS_READ_BY_ROW", threshold)
+        loaded.append(load_file(path))
+    np.testing.assert_array_equal(loaded[0][0], frame.iloc[:, :20].to_numpy())
+    np.testing.assert_array_equal(loaded[0][0], loaded[1][0])
+    np.testing.assert_array_equal(loaded[0][1], loaded[1][1])
+
+
+def test_scratch_array_is_writable_zeroed_memory_of_the_asked_layout():
+    from dlcore.tables import scratch_array
+
+    for order in ("C", "F"):
+        X = scratch_array((1000, 700), order=order, dtype=np.float32)  # 2.8 MB: np.empty
+        Y = scratch_array((1000, 1100), order=order)  # 8.8 MB: mapped
+        for array in (X, Y):
+            assert array.flags.writeable and array.flags[f"{order}_CONTIGUOUS"]
+        assert not Y.any() and Y.dtype == np.float64 and X.dtype == np.float32
+        Y[-1, -1] = 5.0
+        assert Y.sum() == 5.0
