@@ -7,8 +7,10 @@ and hands over to the csv-module reader, which walks the rows itself and so know
 row's number: it writes the message. Files of few rows (up to 10^5 columns wide) are read by
 the csv-module reader directly, since pandas spends ~20 µs per column on any file.
 
-Numbers are what ``pandas.to_numeric`` accepts, the rules of pandas' parser: "1_000" and
-Arabic-Indic digits are text (Python's float() would take both), "nan" is not a number.
+Numbers are what pandas' C parser reads as numbers (both readers parse with it; the slower
+``pandas.to_numeric`` names the cells it refuses): "1_000" and Arabic-Indic digits are text
+(Python's float() would take both), "nan" and "" are not numbers, "inf" is refused as not
+finite.
 Rows are numbered as in a spreadsheet or text editor: the header is row 1 (blank lines count).
 """
 
