@@ -22,18 +22,19 @@ def available_memory() -> int | None:
     return min(known) if known else _free_pages()
 
 
-def require(name: str, needed: int, what: str) -> None:
+def require(name: str, needed: int, what: str, advice: str = "") -> None:
     """Raise ValueError if ``needed`` bytes will not fit in the available memory.
 
     name: the file's name; what: what the bytes are for, e.g. "60,000 × 784 values as float64
-    plus their standardised float32 copy".
+    plus their standardised float32 copy"; advice: a remedy to offer first, e.g. "train in
+    float32".
     """
     available = available_memory()
     if available is not None and needed > available:
+        remedies = ", ".join(filter(None, ["close other programs", advice]))
         raise ValueError(
             f"{name}: loading it needs about {format_size(needed)} of memory ({what}), but only "
-            f"{format_size(available)} is available; close other programs, train in float32, "
-            "or use a smaller file"
+            f"{format_size(available)} is available; {remedies}, or use a smaller file"
         )
 
 

@@ -34,7 +34,8 @@ def read_file(path, max_bytes: int | None = None, out_itemsize: int = 8) -> RawF
     """
 
     def check_memory(name: str, held_bytes: int, values: int, what: str) -> None:
-        memory.require(name, held_bytes + values * out_itemsize, what)
+        advice = "train in float32" if out_itemsize > 4 else ""
+        memory.require(name, held_bytes + values * out_itemsize, what, advice)
 
     return _read(Path(path), max_bytes, check_memory)
 
