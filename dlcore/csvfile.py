@@ -341,17 +341,20 @@ def _columns(frame, header: Header):
     as the frame is let go (its memory drains into X); labels: (m,); and the index of the
     first row that holds anything but finite numbers and a non-empty label, else None."""
     kinds = [dtype.kind for dtype in frame.dtypes]
-    text_columns = [j for j in header.features if kinds[j] not in "iuf"]
-    if text_columns:  # text (or True/False) among the numbers: which row first?
-        rows = [np.flatnonzero(~np.isfinite(to_numbers(frame[j].astype(str).to_numpy(object))))
-                for j in text_columns]
-        return None, None, min((int(bad[0]) for bad in rows if len(bad)), default=0)
+    suspects = []  # per kind of problem, the first row that has it
     labels = frame[header.label]
-    suspects = []
     if labels.dtype.kind not in "iufb":  # text: names, or numbers mixed with something else
         empty = (labels.str.strip() == "").to_numpy()
         if empty.any():
             suspects.append(int(np.argmax(empty)))
+    text_columns = [j for j in header.features if kinds[j] not in "iuf"]
+    if text_columns:  # text (or True/False) among the numbers: which row is the first bad?
+        bad = [~np.isfinite(to_numbers(frame[j].astype(str).to_numpy(object)))
+               for j in text_columns]
+        bad += [~np.isfinite(frame[j].to_numpy()) for j in header.features if kinds[j] == "f"]
+        suspects += [int(np.argmax(rows)) for rows in bad if rows.any()]
+        return None, None, min(suspects, default=0)
+    if labels.dtype.kind not in "iufb":
         labels = labels.astype(str).to_numpy(dtype=object)
     else:
         labels = labels.to_numpy()
