@@ -616,3 +616,26 @@ def test_scratch_array_is_writable_zeroed_memory_of_the_asked_layout():
         assert not Y.any() and Y.dtype == np.float64 and X.dtype == np.float32
         Y[-1, -1] = 5.0
         assert Y.sum() == 5.0
+
+
+@pytest.mark.parametrize(
+    "values, stored",
+    [((0, 255), np.uint8), ((-3, 2**24), np.float32), ((0, 2**24 + 1), np.float64),
+     ((0.5, 1), np.float64)],
+)
+def test_the_pandas_reader_keeps_a_csv_as_compact_as_is_exact(tmp_path, monkeypatch, values,
+                                                               stored):
+    from dlcore.readers import read_file
+
+    low, high = values
+    rows = "".join(f"{low if i % 2 else high},{i % 7},{i % 2}\n" for i in range(200))
+    path = tmp_path / "pixels.csv"
+    path.write_text("p0,p1,label\n" + rows)
+    monkeypatch.setattr(csvfile, "ROWS_READ_BY_ROW", 0)
+    assert read_file(path).train.X.dtype == stored
+    fast = prepare_dataset(path, dtype="float32")
+    monkeypatch.setattr(csvfile, "ROWS_READ_BY_ROW", 10**9)  # float64 throughout
+    assert read_file(path).train.X.dtype == np.float64
+    reference = prepare_dataset(path, dtype="float32")
+    assert fast.X_train.tobytes() == reference.X_train.tobytes()
+    assert fast.X_dev.tobytes() == reference.X_dev.tobytes()
