@@ -146,7 +146,8 @@ def main():
     import pandas as pd
     import pyarrow as pa
 
-    print(f"pandas {pd.__version__}, pyarrow {pa.__version__}")
+    print(f"pandas {pd.__version__}, pyarrow {pa.__version__}; load average at the start: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared machine)")
     print()
     sizes = [(10**4, 7), (10**5, 5)] + ([] if args.quick else [(10**6, 3)])
     rows = []
@@ -154,7 +155,7 @@ def main():
         folder = Path(folder)
         tables = [(f"{n:.0e} rows × {FEATURES}".replace("e+0", "e"), n, repeats, False)
                   for n, repeats in sizes]
-        tables.append(("MNIST 60,000 × 784", 60_000, 3 if args.quick else 5, True))
+        tables.append(("MNIST 60,000 × 784", 60_000, 3 if args.quick else 7, True))
         for title, n, repeats, mnist_like in tables:
             paths = write_files(folder, n, f"table{n}{'m' if mnist_like else ''}", mnist_like)
             for file_format, path in paths.items():
@@ -178,6 +179,7 @@ def main():
                      f"{ratio:.2f}", f"{PEAK_SHAPE[0] * PEAK_SHAPE[1] * 4 / 2**20:.0f} MiB", "",
                      "≤ 2.5", ratio <= 2.5))
     print_table(rows)
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
     print("Panda's reader returns numpy arrays with every value checked; the reference returns")
     print("a DataFrame (pandas), an Arrow table (pyarrow) or the arrays (np.load).")
