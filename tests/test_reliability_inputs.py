@@ -258,7 +258,6 @@ def bad_npz_files(marker: Path) -> dict[str, bytes]:
         "no X.npz": npz_bytes(features=X, y=y),
         "complex X.npz": npz_bytes(X=X.astype(complex), y=y),
         "string X.npz": npz_bytes(X=X.astype(str), y=y),
-        "string y.npz": npz_bytes(X=X, y=y.astype(str)),
         "float y.npz": npz_bytes(X=X, y=y + 0.5),
         "huge uint64 y.npz": npz_bytes(X=X, y=np.where(y == 0, 2**64 - 1, y).astype(np.uint64)),
         "nan X.npz": npz_bytes(X=np.where(X > 1.5, np.nan, X), y=y),
