@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcore import memory
 from dlcore.arguments import require_int, require_number
 from dlcore.batches import MiniBatchIterator
 from dlcore.readers import FILE_SUFFIXES, DataFile, list_data_files, loaded_size, read_file
@@ -411,6 +412,7 @@ def _load_source(source, seed, kw, out_itemsize):
         if source in _GENERATORS:
             generator = _GENERATORS[source]
             _check_options(kw, set(inspect.signature(generator).parameters) - {"seed"}, source)
+            _check_generated_size(source, generator, kw, out_itemsize)
             X, y = generator(**kw, seed=seed)
         else:
             _check_options(kw, set(), source)
@@ -430,6 +432,20 @@ def _load_source(source, seed, kw, out_itemsize):
     raw = read_file(source, max_bytes=kw.get("max_bytes"), out_itemsize=out_itemsize)
     parts, ids, class_names = _labelled_parts(raw)
     return raw.name, parts, ids, class_names, raw.feature_shape
+
+
+def _check_generated_size(source: str, generator, kw: dict, out_itemsize: int) -> None:
+    """Refuse, before allocating, a generated set that would not fit in memory."""
+    defaults = {name: p.default for name, p in inspect.signature(generator).parameters.items()}
+    n_samples, n_features = kw.get("n_samples", defaults["n_samples"]), kw.get(
+        "n_features", defaults.get("n_features", 2))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+               for v in (n_samples, n_features)):
+        return  # the generator says what is wrong with them
+    # float64 X, its split copies, the standardised copy in the run's dtype, the labels
+    needed = n_samples * (n_features * (8 * 2 + out_itemsize) + 8 * 3)
+    memory.require(source, needed, f"{n_samples:,} × {n_features:,} generated values",
+                   advice="ask for fewer samples")
 
 
 def _array_cell(i: int, j: int) -> str:

@@ -51,8 +51,10 @@ OPTIMIZER_KEYS = frozenset({"optimizer", "lr", *(k for ks in OPTIMIZER_HPARAMS.v
 class RunConfig:
     """What a run is. Everything but the hyperparameters is fixed for its life.
 
-    ``dataset`` is "digits", "spirals", "blobs" or a path to a data file
-    (copied into the run's folder so the run stays self-contained);
+    ``dataset`` is "digits", "mnist", "spirals", "blobs" or a path to a data file, copied
+    into the run's folder so the run stays self-contained, or with ``copy_data=False``
+    (a large file in the data folder) read where it is, checked against the fingerprint
+    taken at creation; ``dataset_name`` is what the pages call it (the file's own name);
     ``dataset_params`` go to the generator (e.g. ``{"n_samples": 2000}``).
     The fields from ``optimizer`` on are the *starting* hyperparameters;
     ``update()`` changes them live.
@@ -60,6 +62,9 @@ class RunConfig:
 
     dataset: str = "digits"
     dataset_params: dict = field(default_factory=dict)
+    dataset_name: str = ""
+    copy_data: bool = True
+    dataset_fingerprint: dict = field(default_factory=dict)
     dev_fraction: float = 0.2
     hidden: tuple = (64, 32)
     activation: str = "relu"

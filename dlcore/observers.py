@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dlcore import analysis, assistant, retention
+from dlcore import analysis, assistant, loop, retention
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ class LiveViews(Observer):
     def publish(self, run, record: bool) -> None:
         """Publish the picture now; ``record``: also a row of BN history (an evaluation)."""
         state, data = run.state, run.data
-        latest, bn_row = analysis.batchnorm_picture(state.network, data.X_train,
+        sample = data.X_train[:loop.EVAL_ROWS]  # population statistics of a sample
+        latest, bn_row = analysis.batchnorm_picture(state.network, sample,
                                                     state.last_batch_stats)
         grid = (analysis.decision_regions(state.network, data.X_train, data.y_train)
                 if data.n_features == 2 else None)

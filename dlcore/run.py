@@ -37,6 +37,12 @@ STATUSES = ("idle", "running", "paused", "diverged", "error", "stopped")
 #: With no checkpoint for this many steps, the history is journalled on its own: only
 #: journalled rows are ever bucketed, so memory stays bounded between checkpoints too.
 MAX_UNJOURNALLED_STEPS = EXACT_STEPS // 2
+#: Evaluations take at most this share of the training time: one that took longer than
+#: EVAL_FLOOR_SECONDS waits until 1/share − 1 times as long has been spent training
+#: (multiples of eval_every in between are skipped), so a large data set trains at ≥ 90 %
+#: of its speed without evaluations.
+EVAL_SHARE = 0.1
+EVAL_FLOOR_SECONDS = 0.05
 
 
 class Run:
@@ -63,11 +69,15 @@ class Run:
         self._decision_grid = None
         self._published: tuple = ()
         self._frozen_config = freeze(config.to_dict())
+        sample = loop.evaluation_sample(data)
         self._dataset = MappingProxyType({
-            "name": data.name, "n_features": data.n_features, "n_classes": data.n_classes,
-            "n_train": len(data.y_train), "n_dev": len(data.y_dev),
-            "class_names": tuple(str(c) for c in data.class_names)})
+            "name": config.dataset_name or data.name, "n_features": data.n_features,
+            "n_classes": data.n_classes, "n_train": len(data.y_train),
+            "n_dev": len(data.y_dev), "class_names": tuple(str(c) for c in data.class_names),
+            "train_evaluated": len(sample[1]), "dev_evaluated": len(sample[3]),
+            "dev_source": data.dev_source, "feature_shape": tuple(data.feature_shape)})
         self._layers = tuple(k.split(".")[0] for k in state.network.weight_keys)
+        self._evaluated = (0.0, 0.0)  # (seconds the last evaluation took, when it ended)
         self.publish_state()
 
     # -- what snapshots read ------------------------------------------------------------
@@ -167,8 +177,12 @@ class Run:
             self.publish_state()
         if self.tree.current.unjournalled_steps() > MAX_UNJOURNALLED_STEPS:
             self.checkpoints.write_journal()  # then the oldest rows may be bucketed
-        evaluation = (self.evaluate() if self.state.step % self.state.hparams["eval_every"] == 0
-                      else None)
+        evaluation = None
+        if self.state.step % self.state.hparams["eval_every"] == 0 and self._evaluation_due():
+            start = time.perf_counter()
+            evaluation = self.evaluate()
+            end = time.perf_counter()
+            self._evaluated = (end - start, end)
         for observer in self.observers:
             request = observer.after_step(self, result, evaluation)
             if request is not None:
@@ -181,6 +195,11 @@ class Run:
         with self.lock:
             self.tree.current.record_evaluation(row)
         return row
+
+    def _evaluation_due(self) -> bool:
+        seconds, ended = self._evaluated
+        return (seconds < EVAL_FLOOR_SECONDS
+                or time.perf_counter() - ended >= seconds * (1 / EVAL_SHARE - 1))
 
     def apply(self, request: Request) -> None:
         """Carry out what an observer asked for, as the matching command would."""

@@ -17,6 +17,7 @@ reader forever), and a ``journal/`` that is a link refuses the run.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -103,10 +104,11 @@ class RunStore:
         return settings if isinstance(settings, dict) else {}
 
     def adopt_dataset(self, config):
-        """A user's data file copied into the run folder (checked first, so a bad file leaves
-        nothing behind); returns the config naming the copy. Built-in sets pass through."""
+        """``(config, data)`` of a new run: its data set prepared once (a bad file is
+        refused before anything is copied), and a user's file copied into the run folder
+        (or, with ``copy_data=False``, fingerprinted where it is); the config names it."""
         if config.dataset in BUILTIN_DATASETS:
-            return config
+            return config, prepare(config.dataset, config)
         source = Path(config.dataset)
         suffix = source.suffix.lower()
         if suffix not in FILE_SUFFIXES:
@@ -114,16 +116,30 @@ class RunStore:
                              f"got {source.name!r}")
         if not source.is_file():
             raise ValueError(f"data file {str(source)!r} does not exist")
-        prepare_dataset(str(source), seed=config.seed, dev_fraction=config.dev_fraction,
-                        **config.dataset_params)
-        target = self.dir / f"dataset{suffix}"
-        shutil.copyfile(source, target)
-        return type(config).from_dict({**config.to_dict(), "dataset": target.name})
+        data = prepare(str(source), config)
+        fields = {"dataset_name": config.dataset_name or source.name}
+        if config.copy_data:
+            target = self.dir / f"dataset{suffix}"
+            shutil.copyfile(source, target)
+            fields["dataset"] = target.name
+        else:
+            fields["dataset"] = str(source.resolve())
+            fields["dataset_fingerprint"] = fingerprint(source)
+        return type(config).from_dict({**config.to_dict(), **fields}), data
 
     def dataset_source(self, config) -> str:
-        """What prepare_dataset reads: a built-in name, or the run's own copy of a file."""
+        """What prepare_dataset reads: a built-in name, the run's own copy of a file, or a
+        file read where it is (refused if it is not the one the run was made from)."""
         if config.dataset in BUILTIN_DATASETS:
             return config.dataset
+        if not config.copy_data:
+            path = Path(config.dataset)
+            if not path.is_file() or fingerprint(path) != config.dataset_fingerprint:
+                raise ValueError(
+                    f"run {self.run_id!r} trains on {str(path)!r}, which is gone or has "
+                    "changed since the run was created; put the original file back, or "
+                    "start a new run on the new one")
+            return str(path)
         path = self.dir / Path(config.dataset).name
         if path.is_symlink():
             raise ValueError(f"run {self.run_id!r}: its data file {path.name} is a symbolic "
@@ -308,6 +324,25 @@ def clean_note(note) -> str:
 # ---------------------------------------------------------------------------
 # Folders of runs
 # ---------------------------------------------------------------------------
+
+
+def prepare(source: str, config):
+    """The run's data set from ``source`` as its config says to split and hold it."""
+    return prepare_dataset(source, seed=config.seed, dev_fraction=config.dev_fraction,
+                           dtype=config.dtype, **config.dataset_params)
+
+
+def fingerprint(path: Path) -> dict:
+    """A data file's size and the SHA-256 of its first and last MiB: cheap for a 1 GB
+    file, and a changed or replaced file shows."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        digest.update(file.read(1 << 20))
+        if size > 2 << 20:
+            file.seek(-(1 << 20), os.SEEK_END)
+            digest.update(file.read(1 << 20))
+    return {"size": size, "sha256_ends": digest.hexdigest()}
 
 
 def _is_regular(path: Path) -> bool:

@@ -26,7 +26,6 @@ from pathlib import Path
 from dlcore import analysis, commands
 from dlcore.branches import JOURNAL_FORMAT, BranchTree, check_journal
 from dlcore.checkpoint import CheckpointError
-from dlcore.data import prepare_dataset
 from dlcore.history import Schemas
 from dlcore.hparams import RUN_SETTINGS, RunConfig, check_number, validate_hparams
 from dlcore.run import HANDLERS, STATUSES, Run, read_checked_checkpoint
@@ -39,6 +38,7 @@ from dlcore.store import (
     RunStore,
     clean_note,
     list_runs,
+    prepare,
 )
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_KINDS", "MAX_NOTE_LENGTH", "STATUSES", "RunConfig",
@@ -86,8 +86,7 @@ class Trainer:
         note = clean_note(note)
         store = RunStore.create(checkpoint_dir, run_id)
         try:
-            config = store.adopt_dataset(config)
-            data = _prepare(store, config)
+            config, data = store.adopt_dataset(config)
             state = (TrainingState.from_checkpoint(*start_from, config, data) if start_from
                      else TrainingState.fresh(config, data))
             run = Run(config, data, store, state, BranchTree(Schemas.of(state.network)))
@@ -324,15 +323,9 @@ class Trainer:
                 reply.done.set()
 
 
-def _prepare(store: RunStore, config: RunConfig):
-    return prepare_dataset(store.dataset_source(config), seed=config.seed,
-                           dev_fraction=config.dev_fraction, dtype=config.dtype,
-                           **config.dataset_params)
-
-
 def _reopened(store: RunStore, config: RunConfig) -> Run:
     """A run as its folder holds it, at its newest valid checkpoint."""
-    data = _prepare(store, config)
+    data = prepare(store.dataset_source(config), config)
     # 1) every checkpoint, fully checked; the newest valid one is where the run resumes
     checkpoints, damaged, newest = [], [], None
     for path in store.checkpoint_files():
