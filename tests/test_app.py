@@ -29,7 +29,9 @@ def test_fresh_folder_opens_a_default_run_at_step_zero(panda):
     assert metric(at, "α now") == "0.001"
     snapshot = panda.trainer().snapshot()
     assert snapshot.status == "idle"
-    assert snapshot.config["hidden"] == (64, 32) and snapshot.config["batchnorm"]
+    # the first start's run: real MNIST digits (README, "First start")
+    assert snapshot.config["dataset"] == "mnist" and snapshot.config["dtype"] == "float32"
+    assert snapshot.config["hidden"] == (128, 64) and snapshot.config["batchnorm"]
     assert snapshot.hparams["optimizer"] == "adam"
     assert [b.label for b in at.button][:4] == ["Start", "Step ×1", "Step ×10", "Step ×100"]
     charts = panda.charts(at)

@@ -53,11 +53,13 @@ def test_killing_the_server_mid_training_loses_nothing_saved(tmp_path):
         page.goto(url)
         wait_for(lambda: step_count(page) == 0, what="a fresh run")
         page.get_by_role("button", name="Start").click()
-        wait_for(lambda: step_count(page) > 2300, timeout=120, what="two periodic checkpoints")
+        # the default run checkpoints every 1,000 steps but at most once per 30 s, and at
+        # each clearly better dev accuracy
+        wait_for(lambda: step_count(page) > 2300, timeout=120, what="2,300 steps")
         os.kill(process.pid, signal.SIGKILL)
         process.wait(10)
     saved = newest_checkpoint_step(folder)
-    assert saved >= 2000 and saved % 1000 == 0
+    assert saved > 0
     with streamlit_server(folder, tmp_path / "second.log") as (url, _), chromium_page() as page:
         page.goto(url)
         wait_for(lambda: step_count(page) == saved, what=f"the run back at step {saved}")

@@ -12,16 +12,37 @@ from pathlib import Path
 
 import streamlit as st
 
+from dlcore.data import list_data_files
+from dlcore.layers import ACTIVATIONS
+from dlcore.memory import format_size
+from dlcore.network import BN_POSITIONS, INITS
 from dlcore.trainer import RunConfig, list_runs
 from pages.shared import ui
-from pages.shared.engine import holder
+from pages.shared.engine import data_dir, holder
 
-DATASETS = {"digits": "Digits (8×8 images, 10 classes)", "spirals": "Spirals (2-D)",
-            "blobs": "Blobs (2-D)", "upload": "Upload a CSV or NPZ file"}
-UPLOAD_HELP = ("CSV: a header row; the label column is named label, class or y (else the "
-               "last column); every other column is a number feature. NPZ: arrays X "
-               "(examples × features) and y (examples), as written by numpy.savez(path, X=X, "
-               "y=y). Labels are integers; at least 10 examples and 2 per class.")
+DATASETS = {"mnist": "MNIST (5,000 real 28×28 digits)", "digits": "Digits (1,797 8×8 images)",
+            "spirals": "Spirals (2-D)", "blobs": "Blobs (2-D)",
+            "folder": "A file in the data folder", "upload": "Upload a file"}
+#: The hidden layers a new run starts with, per data set (any other: the first).
+HIDDEN = {"mnist": "128, 64", "spirals": "16, 16", "blobs": "16"}
+DEFAULT_HIDDEN = "64, 32"
+FILE_TYPES = ["csv", "tsv", "parquet", "npz"]
+UPLOAD_LIMIT_MB = 50  # .streamlit/config.toml's server.maxUploadSize
+FILE_HELP = ("CSV/TSV: a header row; the label column is named label, class or y (else the "
+             "last column), integers or names; every other column is a number. Parquet: the "
+             "same as columns. NPZ: arrays X (examples × features, images are flattened) and "
+             "y, or Keras' x_train, y_train, x_test, y_test (the test part is the dev set). "
+             "At least 10 examples and 2 per class.")
+ACTIVATION_NOTES = {
+    "relu": "max(0, z): the default; He initialisation suits it.",
+    "leaky_relu": "ReLU with a small slope below 0, so no unit dies.",
+    "tanh": "Saturates at ±1 (gradients vanish in deep nets); Xavier or Glorot suits it.",
+    "elu": "Smooth below 0 (α = 1), mean activations nearer 0; He suits it.",
+    "selu": "Scaled ELU for self-normalising nets: meant without BatchNorm, with Xavier "
+            "(LeCun) initialisation.",
+    "sigmoid": "A poor hidden activation: it saturates and is not centred at 0 — watch the "
+               "update-to-weight ratio collapse.",
+}
 
 
 def parse_hidden_sizes(text: str) -> tuple[int, ...]:
@@ -53,24 +74,60 @@ def new_run_form() -> None:
                "on disk) and every tab switches to the new one. Hyperparameters start at "
                "their defaults (Adam, α = 1e-3) and can be changed live.")
     dataset = st.radio("Dataset", list(DATASETS), format_func=DATASETS.get, horizontal=True,
-                       key="new_dataset")
-    if dataset == "upload":
-        st.file_uploader("Data file", type=["csv", "npz"], key="new_upload", help=UPLOAD_HELP)
-    columns = st.columns(4)
-    columns[0].text_input("Hidden layer sizes", value="64, 32", key="new_hidden",
-                          help="Units per hidden layer, input to output, e.g. \"64, 32\".")
-    columns[1].selectbox("Activation", ["relu", "leaky_relu", "tanh"], key="new_activation")
-    columns[2].selectbox("Initialization", ["he", "xavier"], key="new_init",
-                         help="He (2/n) suits ReLU; Xavier (1/n) suits tanh.")
-    columns[3].selectbox("Precision", ["float64", "float32"], key="new_dtype")
-    columns = st.columns(4)
-    columns[0].toggle("BatchNorm", value=True, key="new_batchnorm")
-    columns[1].number_input("Seed", min_value=0, value=0, step=1, key="new_seed")
-    columns[2].number_input("Checkpoint every (steps)", min_value=0, value=0, step=100,
-                            key="new_checkpoint_every", help="0 = only by hand and before "
-                            "every change.")
+                       key="new_dataset", on_change=_hidden_for_dataset)
+    if dataset == "folder":
+        data_file_choice()
+    elif dataset == "upload":
+        st.file_uploader("Data file", type=FILE_TYPES, key="new_upload", help=FILE_HELP)
+        st.caption(f"Uploads up to {UPLOAD_LIMIT_MB} MB. A bigger file: put it in the data "
+                   f"folder `{data_dir()}` (set `PANDA_DATA_DIR` to use another) and choose "
+                   "\"A file in the data folder\": it is read where it is.")
+    architecture_fields()
     st.button("Create run", type="primary", key="create_run", on_click=_create_run,
               icon=":material/rocket_launch:")
+
+
+def data_file_choice() -> None:
+    files = list_data_files(data_dir())
+    if not files:
+        st.info(f"No data files in `{data_dir()}` yet: put CSV, TSV, Parquet or NPZ files "
+                "there (or set `PANDA_DATA_DIR` to a folder that has them) and reopen this "
+                "form.", icon=":material/folder_open:")
+        return
+    by_name = {f.name: f for f in files}
+    st.selectbox("Data file", list(by_name), key="new_data_file", help=FILE_HELP,
+                 format_func=lambda n: f"{n} ({format_size(by_name[n].size_bytes)})")
+    st.caption(f"From `{data_dir()}`: read where it is, never copied, and checked on every "
+               "reopen (the run refuses a file that changed).")
+
+
+def architecture_fields() -> None:
+    state = st.session_state
+    state.setdefault("new_hidden", HIDDEN.get(state.get("new_dataset"), DEFAULT_HIDDEN))
+    columns = st.columns(4)
+    columns[0].text_input("Hidden layer sizes", key="new_hidden",
+                          help="Units per hidden layer, input to output, e.g. \"64, 32\".")
+    activation = columns[1].selectbox("Activation", list(ACTIVATIONS), key="new_activation")
+    init = columns[2].selectbox("Initialization", list(INITS), key="new_init",
+                                help=" · ".join(INITS.values()))
+    columns[3].selectbox("Precision", ["float32", "float64"], key="new_dtype",
+                         help="float32 halves the memory and runs faster; float64 for "
+                              "checking numbers exactly.")
+    st.caption(f"**{activation}**: {ACTIVATION_NOTES[activation]} **{init}**: {INITS[init]}.")
+    columns = st.columns(4)
+    batchnorm = columns[0].toggle("BatchNorm", value=True, key="new_batchnorm")
+    columns[1].selectbox("BatchNorm placement", list(BN_POSITIONS), key="new_bn_position",
+                         disabled=not batchnorm, help=" · ".join(BN_POSITIONS.values()))
+    columns[2].number_input("Seed", min_value=0, value=0, step=1, key="new_seed")
+    columns[3].number_input("Checkpoint every (steps)", min_value=0, value=1000, step=100,
+                            key="new_checkpoint_every", help="0 = only by hand and before "
+                            "every change. At most one per 30 s; older ones are thinned "
+                            "(the Checkpoints page shows the policy).")
+
+
+def _hidden_for_dataset() -> None:
+    st.session_state["new_hidden"] = HIDDEN.get(st.session_state["new_dataset"],
+                                                DEFAULT_HIDDEN)
 
 
 def _create_run() -> None:
@@ -78,18 +135,26 @@ def _create_run() -> None:
     try:
         hidden = parse_hidden_sizes(state["new_hidden"])  # before anything is touched
         with tempfile.TemporaryDirectory(prefix="panda-upload-") as folder:
-            dataset = state["new_dataset"]
+            dataset, name, copy = state["new_dataset"], "", True
             if dataset == "upload":
                 upload = state.get("new_upload")
                 if upload is None:
-                    raise ValueError("Choose a CSV or NPZ file to upload first.")
-                name = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(upload.name).name) or "data"
-                path = Path(folder) / name
+                    raise ValueError("Choose a file to upload first.")
+                name = Path(upload.name).name
+                path = Path(folder) / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "data")
                 path.write_bytes(upload.getvalue())
                 dataset = str(path)
-            config = RunConfig(dataset=dataset, hidden=hidden, activation=state["new_activation"],
-                               batchnorm=state["new_batchnorm"], init=state["new_init"],
-                               seed=int(state["new_seed"]), dtype=state["new_dtype"],
+            elif dataset == "folder":
+                chosen = state.get("new_data_file")
+                if not chosen:
+                    raise ValueError(f"Put a data file in {data_dir()} and choose it first.")
+                dataset, name, copy = str(Path(data_dir()) / chosen), chosen, False
+            config = RunConfig(dataset=dataset, dataset_name=name, copy_data=copy,
+                               hidden=hidden, activation=state["new_activation"],
+                               batchnorm=state["new_batchnorm"],
+                               bn_position=state.get("new_bn_position", "before"),
+                               init=state["new_init"], seed=int(state["new_seed"]),
+                               dtype=state["new_dtype"],
                                checkpoint_every=int(state["new_checkpoint_every"]))
             _switch_run(lambda: holder().new_run(config), "No new run was created")
     except (ValueError, MemoryError) as error:  # a bad hidden-size text or a missing file
