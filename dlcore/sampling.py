@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["SCALES", "narrow_range", "sample_beta", "sample_log_uniform"]
+__all__ = ["SCALES", "grid_versus_random", "narrow_range", "sample_beta", "sample_log_uniform"]
 
 Scale = Literal["log", "beta", "linear"]
 SCALES: tuple[str, ...] = ("log", "beta", "linear")
@@ -155,3 +155,25 @@ def narrow_range(
     r_new_high = min(r_high + pad, r_range_high)
     ends = sorted(float(v) for v in _from_scale(np.array([r_new_low, r_new_high]), scale))
     return max(ends[0], low), min(ends[1], high)
+
+
+def grid_versus_random(trials: int = 25, alpha_range=(1e-4, 1.0), eps_range=(1e-10, 1e-6),
+                       seed: int = 0) -> dict:
+    """The course's first lesson: the same budget as a grid and as random draws.
+
+    Two hyperparameters of very different importance, α and Adam's ε, both on log scales:
+    a √trials × √trials grid tries only √trials distinct α's (5 of 25), random draws try
+    ``trials`` (25). Returns ``{"grid": (alphas, epsilons), "random": (alphas, epsilons),
+    "distinct_alphas": {"grid": 5, "random": 25}}``, each array of shape (trials,).
+    """
+    side = math.isqrt(trials)
+    if side * side != trials or side < 2:
+        raise ValueError(f"trials must be a square ≥ 4 (a side × side grid), got {trials}")
+    a, e = np.logspace(*np.log10(alpha_range), side), np.logspace(*np.log10(eps_range), side)
+    grid_a, grid_e = (values.reshape(-1) for values in np.meshgrid(a, e))
+    rng = np.random.default_rng(seed)
+    random_a = sample_log_uniform(*alpha_range, size=trials, rng=rng)
+    random_e = sample_log_uniform(*eps_range, size=trials, rng=rng)
+    return {"grid": (grid_a, grid_e), "random": (random_a, random_e),
+            "distinct_alphas": {"grid": len(np.unique(grid_a)),
+                                "random": len(np.unique(random_a))}}

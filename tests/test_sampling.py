@@ -142,3 +142,18 @@ def test_narrow_range_rejects_bad_input(values, scores, kwargs, shown):
     arguments = {"low": 1e-4, "high": 1.0} | kwargs
     with pytest.raises(ValueError, match=re.escape(shown)):
         narrow_range(values, scores, **arguments)
+
+
+def test_grid_versus_random_tries_5_versus_25_distinct_alphas_on_the_same_budget():
+    from dlcore.sampling import grid_versus_random
+
+    result = grid_versus_random(25, seed=3)
+    assert result["distinct_alphas"] == {"grid": 5, "random": 25}
+    for alphas, epsilons in (result["grid"], result["random"]):
+        assert alphas.shape == epsilons.shape == (25,)
+        assert np.all((1e-4 <= alphas) & (alphas <= 1))
+        assert np.all((1e-10 <= epsilons) & (epsilons <= 1e-6))
+    grid_alphas = np.unique(result["grid"][0])
+    np.testing.assert_allclose(np.diff(np.log10(grid_alphas)), 1.0)  # one per decade
+    with pytest.raises(ValueError, match="square"):
+        grid_versus_random(24)

@@ -3,6 +3,7 @@ curves, redrawn while training runs; decision regions for 2-D data."""
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from dlcore.trainer import Snapshot, Trainer
@@ -52,6 +53,15 @@ def tiles(snapshot: Snapshot) -> None:
     columns[5].metric("Steps / s", f"{snapshot.steps_per_second:.0f}", border=True)
 
 
+def sparsity_caption(history, layers) -> str:
+    """Each layer's share of weights with |w| < 1e-3 at the last evaluation: what L1 does
+    (it drives weights to exactly 0) and L2 doesn't."""
+    shares = [f"{layer} {100 * float(history[f'sparsity/{layer}'][-1]):.0f} %"
+              for layer in layers if len(history.get(f"sparsity/{layer}", ()))
+              and np.isfinite(history[f"sparsity/{layer}"][-1])]
+    return f"Weights near 0 (|w| < 1e-3): {', '.join(shares)}." if shares else ""
+
+
 def live_charts(snapshot: Snapshot, window: int | None, log_y: bool) -> None:
     history, events = snapshot.history, snapshot.events
     others = [(number, branch["history"], branch["fork_step"])
@@ -61,14 +71,15 @@ def live_charts(snapshot: Snapshot, window: int | None, log_y: bool) -> None:
         live_chart(charts.cost_figure(history, events, window, log_y, others),
                    key="chart_cost")
     with top_right:
-        live_chart(charts.accuracy_figure(history, events, window), key="chart_accuracy")
+        live_chart(charts.accuracy_figure(history, events, window, snapshot.dataset),
+                   key="chart_accuracy")
     bottom_left, bottom_right = st.columns(2)
     with bottom_left:
         live_chart(charts.alpha_figure(history, events, window), key="chart_alpha")
     with bottom_right:
         live_chart(charts.update_ratio_figure(history, snapshot.layers, events, window),
                    key="chart_update_ratio")
-    st.caption(charts.EVENTS_CAPTION)
+    st.caption(sparsity_caption(history, snapshot.layers) + " " + charts.EVENTS_CAPTION)
     if snapshot.decision_grid is not None:
         left, right = st.columns([3, 2])
         left.plotly_chart(charts.decision_region_figure(snapshot.decision_grid,

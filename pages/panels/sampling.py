@@ -10,7 +10,8 @@ import math
 import streamlit as st
 
 from dlcore.hparams import OPTIMIZER_HPARAMS
-from dlcore.sampling import sample_beta, sample_log_uniform
+from dlcore.sampling import grid_versus_random, sample_beta, sample_log_uniform
+from pages.shared import charts
 
 
 def panel(values: dict, beta_labels: dict, after_alpha_draw) -> None:
@@ -37,8 +38,36 @@ def panel(values: dict, beta_labels: dict, after_alpha_draw) -> None:
                            max_value=0.99999, format="%.4f", step=0.001)
         st.button("Draw β", key="draw_beta", on_click=_draw_beta, args=(beta_labels,),
                   icon=":material/casino:")
+        st.divider()
+        grid_versus_random_chart()
         for kind, message in st.session_state.get("sample_messages", [])[-4:][::-1]:
             getattr(st, kind)(message)
+
+
+def grid_versus_random_chart() -> None:
+    """The course's first lesson, drawn: 25 trials as a grid try 5 α's, at random 25."""
+    result = grid_versus_random(25)
+    traces = []
+    for i, kind in enumerate(("grid", "random")):
+        alphas, epsilons = result[kind]
+        traces.append({"type": "scatter", "x": alphas, "y": epsilons, "mode": "markers",
+                       "xaxis": f"x{i + 1}", "yaxis": f"y{i + 1}", "showlegend": False,
+                       "marker": {"size": 6, "color": "#2e7d32" if i else "#7f7f7f"},
+                       "hovertemplate": "α %{x:.2g}, ε %{y:.1e}<extra></extra>"})
+    distinct = result["distinct_alphas"]
+    layout = {"height": 210, "margin": {"l": 44, "r": 6, "t": 42, "b": 34},
+              "title": {"text": f"25 trials: grid tries {distinct['grid']} α's, random "
+                                f"{distinct['random']}", "font": {"size": 12}, "x": 0},
+              "xaxis1": {"type": "log", "domain": [0, 0.46], "title": {"text": "α (grid)"},
+                         "dtick": 1},
+              "xaxis2": {"type": "log", "domain": [0.54, 1], "title": {"text": "α (random)"},
+                         "dtick": 1},
+              "yaxis1": {"type": "log", "title": {"text": "ε"}, "dtick": 2},
+              "yaxis2": {"type": "log", "anchor": "x2", "dtick": 2, "showticklabels": False}}
+    st.plotly_chart(charts.figure(traces, layout), key="grid_vs_random",
+                    config={"displayModeBar": False})
+    st.caption("α matters far more than ε: a grid spends 25 trials on 5 values of α (and 5 "
+               "of ε, which hardly matters); random draws try 25 of each.")
 
 
 def _message(kind: str, message: str) -> None:

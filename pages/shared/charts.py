@@ -293,8 +293,18 @@ def cost_figure(history: Mapping, events, window: int | None, log_y: bool,
     return with_events(traces, layout, events, first)
 
 
-def accuracy_figure(history: Mapping, events, window: int | None) -> go.Figure:
-    layout = base_layout("Accuracy per evaluation (inference mode)", "accuracy", live=True)
+def accuracy_figure(history: Mapping, events, window: int | None,
+                    dataset: Mapping | None = None) -> go.Figure:
+    """Train and dev accuracy per evaluation; the title says which rows were evaluated
+    when a part is larger than the evaluation sample (``dlcore.loop.EVAL_ROWS``)."""
+    title = "Accuracy per evaluation (inference mode)"
+    if dataset is not None:
+        sampled = [f"{part} on a {dataset[f'{part}_evaluated']:,}-row sample"
+                   for part in ("train", "dev")
+                   if dataset.get(f"{part}_evaluated", 0) < dataset[f"n_{part}"]]
+        if sampled:
+            title += "<br><sup>" + ", ".join(sampled) + "</sup>"
+    layout = base_layout(title, "accuracy", live=True)
     layout["yaxis"].update(tickformat=".0%", range=[0, 1.02])
     first = first_step_shown(history, window)
     eval_steps = history["eval_step"]
