@@ -15,8 +15,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from dlcore import retention
 from dlcore.downsample import downsample
 from dlcore.export import history_csv, model_files
+from dlcore.retention import RetentionPolicy
 from dlcore.trainer import Snapshot, Trainer
 from pages.shared import charts, ui
 from pages.shared.disk import checkpoint_folder, checkpoints_on_disk
@@ -46,6 +48,7 @@ def main() -> None:
     labels = {row["id"]: ui.checkpoint_label(row) for row in rows}
     ids = [row["id"] for row in reversed(rows)]  # newest first
     actions(trainer, snapshot, ids, labels)
+    retention_panel(trainer, snapshot)
     export(trainer, snapshot, ids, labels)
     compare(trainer, snapshot, rows, ids, labels)
 
@@ -212,6 +215,68 @@ def _delete(trainer: Trainer) -> None:
     st.session_state["confirm_delete"] = False
     if ok:
         ui.flash("success", f"Deleted {checkpoint_id}.")
+
+
+# ---------------------------------------------------------------------------
+# Retention: which periodic checkpoints are kept
+# ---------------------------------------------------------------------------
+
+
+def retention_panel(trainer: Trainer, snapshot: Snapshot) -> None:
+    """The run's retention policy in a sentence, and its fields (applied at once)."""
+    policy = RetentionPolicy.from_dict(snapshot.retention)
+    with st.container(border=True):
+        st.subheader("Which checkpoints are kept", anchor=False)
+        st.markdown(retention.describe(policy))
+        removed = sum(len(e["removed"]) for e in snapshot.events if e["kind"] == "retention")
+        if removed:
+            st.caption(f"{removed} periodic checkpoint(s) removed on this branch's lineage so "
+                       "far, each logged as an event.")
+        with st.expander("Change the policy", icon=":material/tune:"):
+            for name, value in snapshot.retention.items():
+                ui.follow(f"retention_{name}", value)
+            ui.follow("retention_keep_all", snapshot.retention["keep_last"] is None)
+            keep_all = st.toggle("Keep every periodic checkpoint", key="retention_keep_all")
+            left, right = st.columns(2)
+            if not keep_all:
+                if st.session_state.get("retention_keep_last") is None:
+                    st.session_state["retention_keep_last"] = 10
+                left.number_input("Newest kept", min_value=0, step=1,
+                                  key="retention_keep_last",
+                                  help=retention.FIELD_HELP["keep_last"])
+            right.number_input("Best kept (dev accuracy)", min_value=0, step=1,
+                               key="retention_keep_best",
+                               help=retention.FIELD_HELP["keep_best"])
+            left.number_input("At most one per (seconds)", min_value=0.0, step=10.0,
+                              key="retention_min_seconds",
+                              help=retention.FIELD_HELP["min_seconds"])
+            right.number_input("Also keep every multiple of (steps)", min_value=0, step=1000,
+                               key="retention_keep_every_steps",
+                               help=retention.FIELD_HELP["keep_every_steps"])
+            left.toggle("Log-spaced older ones", key="retention_keep_log_spaced",
+                        help=retention.FIELD_HELP["keep_log_spaced"])
+            right.toggle("Save each new best", key="retention_save_best",
+                         help=retention.FIELD_HELP["save_best"])
+            st.button("Apply the policy", key="retention_apply", icon=":material/check:",
+                      on_click=_apply_retention, args=(trainer,),
+                      help="Thins the periodic checkpoints at once; manual, pre-change, "
+                           "rollback and initial ones are never removed.")
+        ui.show_flashes(channel="retention")
+
+
+def _apply_retention(trainer: Trainer) -> None:
+    state = st.session_state
+    policy = {name: state[f"retention_{name}"] for name in retention.FIELD_HELP}
+    if state["retention_keep_all"]:
+        policy["keep_last"] = None
+    before = trainer.snapshot()
+    ok, _ = ui.run_command(trainer.update, retention=policy, channel="retention")
+    if ok:
+        after = trainer.snapshot()
+        removed = len(before.checkpoints) - len(after.checkpoints)
+        described = retention.describe(RetentionPolicy.from_dict(policy))
+        ui.flash("success", f"Policy applied: {described} {removed} checkpoint(s) removed now.",
+                 channel="retention")
 
 
 # ---------------------------------------------------------------------------

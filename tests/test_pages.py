@@ -158,3 +158,29 @@ def test_export_prepares_the_model_card_and_history_only_when_asked(panda):
     assert [b.label for b in at.get("download_button")] == ["Download history (.csv)"]
     rows = list(csv.DictReader(io.StringIO(at.session_state["export_history"]["csv"])))
     assert len(rows) == 20 and rows[-1]["step"] == "20"
+
+
+def test_the_retention_policy_is_shown_and_settable_on_the_checkpoints_page(panda):
+    from dlcore.trainer import RunConfig
+    from pages.shared.engine import holder
+
+    panda.run()
+    trainer = holder().new_run(RunConfig(dataset="blobs", hidden=(8,), checkpoint_every=10,
+                                         retention={"keep_last": None, "min_seconds": 0,
+                                                    "save_best": False}))
+    trainer.step(200)
+    panda.wait_for(lambda s: s.step == 200 and s.status == "paused")
+    at = panda.run(CHECKPOINTS)
+    assert any("Keeps every periodic checkpoint" in m.value for m in at.markdown)
+    assert at.toggle(key="retention_keep_all").value is True
+    at.toggle(key="retention_keep_all").set_value(False).run()
+    at.number_input(key="retention_keep_last").set_value(3)
+    at.toggle(key="retention_keep_log_spaced").set_value(False)
+    at.number_input(key="retention_keep_best").set_value(0)
+    at.button(key="retention_apply").click().run()
+    assert not at.exception
+    assert any("Policy applied" in s.value and "newest 3" in s.value for s in at.success)
+    snap = trainer.snapshot()
+    assert snap.retention["keep_last"] == 3
+    assert sum(c["kind"] == "periodic" for c in snap.checkpoints) == 3
+    assert any("newest 3" in m.value for m in at.markdown)
