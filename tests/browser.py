@@ -55,13 +55,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(checkpoint_dir: Path, log_path: Path):
-    """`streamlit run app.py` on 127.0.0.1 with its own checkpoints folder; yields the URL."""
+def streamlit_server(checkpoint_dir: Path, log_path: Path, env: dict | None = None):
+    """`streamlit run app.py` on 127.0.0.1 with its own checkpoints folder; yields the URL.
+
+    ``env``: more environment variables for the server (e.g. ``PANDA_DATA_DIR``).
+    """
     port = free_port()
     env = {
         **os.environ,
         "PANDA_CHECKPOINT_DIR": str(checkpoint_dir),
         "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+        **(env or {}),
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
