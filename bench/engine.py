@@ -10,7 +10,9 @@ medians of the ratios of neighbouring blocks, with a bootstrap interval):
    256, float32, Adam); target ratio ≥ 0.95;
 2. steps/s with ``checkpoint_every=100`` vs without; target ≥ 0.95;
 3. ``snapshot()`` with 10⁶ steps of history: median time (target ≤ 20 ms)
-   and the memory of that history (target ≤ 100 MB).
+   and the memory of that history (target ≤ 100 MB);
+4. steps/s of an MNIST-sized run (60,000 × 784 training rows, float32) with the default
+   evaluation (every 50 steps) vs none; target ≥ 0.9.
 
 Evaluation is set to a large interval in (1) and (2): it is the same work in
 both, and it would otherwise dominate a comparison of the loop around it.
@@ -107,6 +109,32 @@ def alternating_rates(runs, steps: int, pairs: int) -> list[list[float]]:
     return [[steps / s for s in times] for times in seconds]
 
 
+MNIST_SIZED = RunConfig(
+    dataset="blobs",
+    dataset_params={"n_samples": 75_000, "n_features": 784, "n_classes": 10},
+    hidden=(128, 64),
+    dtype="float32",
+    retention={"save_best": False},
+)
+
+
+def evaluation_rates(folder: Path, steps: int, pairs: int) -> tuple[list, list]:
+    """Steps/s of the MNIST-sized run with the default evaluation and with none."""
+    evaluated = Trainer(MNIST_SIZED, folder / "evaluated", run_id="evaluated")
+    unevaluated = Trainer(RunConfig(**{**MNIST_SIZED.__dict__, "eval_every": 10**9}),
+                          folder / "unevaluated", run_id="unevaluated")
+    runs = [lambda n, e: trainer_seconds(evaluated, n, e),
+            lambda n, e: trainer_seconds(unevaluated, n, e)]
+    runs[0](100, 0), runs[1](100, 0)  # warm up
+    rates = alternating_rates(runs, steps, pairs)
+    evaluations = len(evaluated.snapshot().history["eval_step"])
+    evaluated.stop()
+    unevaluated.stop()
+    print(f"MNIST-sized run: {evaluations} evaluations in {pairs * steps + 100} steps "
+          f"(every 50 steps would be {(pairs * steps + 100) // 50})")
+    return rates
+
+
 def history_snapshot(steps: int):
     """A Trainer whose active branch holds `steps` rows of history; snapshot() timed."""
     folder = tempfile.mkdtemp()
@@ -141,7 +169,8 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         plain = Trainer(MNIST_LIKE, Path(folder) / "plain", run_id="plain")
         saving = Trainer(
-            RunConfig(**{**MNIST_LIKE.__dict__, "checkpoint_every": steps}),
+            RunConfig(**{**MNIST_LIKE.__dict__, "checkpoint_every": steps,
+                         "retention": {"min_seconds": 0, "keep_last": None}}),
             Path(folder) / "saving",
             run_id="saving",
         )
@@ -154,6 +183,10 @@ def main():
         plain.stop()
         saving.stop()
     snapshot_ms, memory = history_snapshot(10**6)
+    with tempfile.TemporaryDirectory() as folder:
+        evaluated_rates, unevaluated_rates = evaluation_rates(
+            Path(folder), 250, 4 if args.quick else 12)
+    evaluated_vs_not = pair_ratio(evaluated_rates, unevaluated_rates)
 
     trainer_vs_bare = pair_ratio(trainer_rates, bare_rates)
     saving_vs_plain = pair_ratio(saving_rates, plain_rates)
@@ -191,6 +224,14 @@ def main():
                 "≤ 100 MB",
                 memory / 1e6 <= 100,
             ),
+            (
+                "MNIST-sized, evaluation every 50 vs none",
+                median_range(evaluated_rates),
+                median_range(unevaluated_rates),
+                f"{evaluated_vs_not:.3f}",
+                "≥ 0.9",
+                evaluated_vs_not >= 0.9,
+            ),
         ]
     )
 
@@ -199,6 +240,7 @@ def main():
     for name, a, b in (
         ("Trainer vs bare loop", trainer_rates, bare_rates),
         ("checkpoint_every=100 vs none", saving_rates, plain_rates),
+        ("evaluation every 50 vs none", evaluated_rates, unevaluated_rates),
     ):
         low, high = pair_ratio_interval(a, b)
         print(f"  {name:32} {low:.3f}–{high:.3f}")
