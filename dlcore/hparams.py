@@ -31,6 +31,9 @@ OPTIMIZER_HPARAMS = {
     "rmsprop": ("beta2", "eps"),
     "adam": ("beta1", "beta2", "eps"),
 }
+#: What a decay schedule's "epoch" counts: completed epochs, or steps (on a small data
+#: set an epoch is a few steps, and a per-epoch decay collapses α in seconds).
+SCHEDULE_UNITS = ("epochs", "steps")
 #: Settings of the run that ``update()`` changes but that are not hyperparameters of the
 #: model: no checkpoint, no event. speed_limit: max steps/s (None: unlimited);
 #: autopilot: let the assistant apply its own suggestions;
@@ -56,6 +59,8 @@ class RunConfig:
     (a large file in the data folder) read where it is, checked against the fingerprint
     taken at creation; ``dataset_name`` is what the pages call it (the file's own name);
     ``dataset_params`` go to the generator (e.g. ``{"n_samples": 2000}``).
+    ``eval_share``: the most of the training time evaluations may take (1: evaluate at
+    every multiple of ``eval_every`` however long it takes).
     The fields from ``optimizer`` on are the *starting* hyperparameters;
     ``update()`` changes them live.
     """
@@ -79,11 +84,13 @@ class RunConfig:
     batch_size: int = 64
     schedule: str = "constant"
     schedule_params: dict = field(default_factory=dict)
+    schedule_unit: str = "epochs"
     l2: float = 0.0
     l1: float = 0.0
     keep_prob: float = 1.0
     bn_momentum: float = 0.9
     eval_every: int = 50
+    eval_share: float = 0.1
     checkpoint_every: int = 0
     retention: dict = field(default_factory=dict)
     divergence_factor: float = 10.0
@@ -101,6 +108,8 @@ class RunConfig:
         if not (isinstance(self.divergence_factor, (int, float)) and self.divergence_factor > 1):
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor!r}")
         RetentionPolicy.from_dict(self.retention)  # the policy's defaults fill what is left out
+        if not (isinstance(self.eval_share, (int, float)) and 0 < self.eval_share <= 1):
+            raise ValueError(f"eval_share must be in (0, 1], got {self.eval_share!r}")
 
     def initial_hparams(self) -> dict:
         """The live hyperparameters a run starts with (every key ``update()`` knows)."""
@@ -113,6 +122,7 @@ class RunConfig:
             "eps": 1e-8,
             "schedule": self.schedule,
             "schedule_params": dict(self.schedule_params),
+            "schedule_unit": self.schedule_unit,
             "batch_size": self.batch_size,
             "l2": self.l2,
             "l1": self.l1,
@@ -210,6 +220,7 @@ _CHECKS: dict[str, Callable] = {
     "eps": lambda v, n: check_number("eps", v, 0, low_open=True),
     "schedule": _schedule_name,
     "schedule_params": _schedule_params,
+    "schedule_unit": _choice("schedule_unit", SCHEDULE_UNITS),
     "batch_size": lambda v, n: check_number("batch_size", v, 1, n, integer=True),
     "l2": lambda v, n: check_number("l2 (λ)", v, 0),
     "l1": lambda v, n: check_number("l1 (λ₁)", v, 0),

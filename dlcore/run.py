@@ -37,11 +37,10 @@ STATUSES = ("idle", "running", "paused", "diverged", "error", "stopped")
 #: With no checkpoint for this many steps, the history is journalled on its own: only
 #: journalled rows are ever bucketed, so memory stays bounded between checkpoints too.
 MAX_UNJOURNALLED_STEPS = EXACT_STEPS // 2
-#: Evaluations take at most this share of the training time: one that took longer than
-#: EVAL_FLOOR_SECONDS waits until 1/share − 1 times as long has been spent training
-#: (multiples of eval_every in between are skipped), so a large data set trains at ≥ 90 %
-#: of its speed without evaluations.
-EVAL_SHARE = 0.1
+#: Evaluations take at most the config's ``eval_share`` of the training time (0.1 by
+#: default): one that took longer than EVAL_FLOOR_SECONDS waits until 1/share − 1 times as
+#: long has been spent training (multiples of eval_every in between are skipped), so a
+#: large data set trains at ≥ 90 % of its speed without evaluations.
 EVAL_FLOOR_SECONDS = 0.05
 
 
@@ -198,8 +197,9 @@ class Run:
 
     def _evaluation_due(self) -> bool:
         seconds, ended = self._evaluated
-        return (seconds < EVAL_FLOOR_SECONDS
-                or time.perf_counter() - ended >= seconds * (1 / EVAL_SHARE - 1))
+        share = self.config.eval_share
+        return (share >= 1 or seconds < EVAL_FLOOR_SECONDS
+                or time.perf_counter() - ended >= seconds * (1 / share - 1))
 
     def apply(self, request: Request) -> None:
         """Carry out what an observer asked for, as the matching command would."""

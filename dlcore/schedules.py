@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCHEDULES", "Schedule", "make_schedule", "preview", "schedule_formula"]
+__all__ = ["SCHEDULES", "Schedule", "half_life_params", "make_schedule", "preview", "preview_over",
+           "schedule_formula"]
 
 
 def _constant(alpha0: float, epoch: float) -> float:
@@ -288,3 +289,31 @@ def preview(schedule: Schedule, alpha0: float, epochs: int) -> np.ndarray:
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
     return np.array([schedule(alpha0, epoch) for epoch in range(epochs)], dtype=np.float64)
+
+
+def preview_over(schedule: Schedule, alpha0: float, horizon: float,
+                 points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """``(t, α)`` at ``points`` evenly spaced t in [0, horizon] (epochs or steps), float64."""
+    if not (isinstance(horizon, (int, float)) and math.isfinite(horizon) and horizon > 0):
+        raise ValueError(f"horizon must be a number > 0, got {horizon!r}")
+    t = np.linspace(0.0, float(horizon), points)
+    return t, np.array([schedule(alpha0, value) for value in t], dtype=np.float64)
+
+
+def half_life_params(name: str, half_life: float) -> dict:
+    """Parameters of schedule ``name`` under which α halves after ``half_life`` epochs
+    (or steps): what a new schedule should start with, so that a decay is visible in the
+    time a person watches rather than over in seconds on a small data set (where an epoch
+    is a few steps) or never on a large one. Schedules without such a knob (constant,
+    inverse_sqrt) get their defaults."""
+    if not (isinstance(half_life, (int, float)) and math.isfinite(half_life) and half_life >= 1):
+        raise ValueError(f"half_life must be a number ≥ 1, got {half_life!r}")
+    h = float(half_life)
+    scaled = {
+        "inverse_time": {"decay_rate": 1.0 / h, "interval": 1},
+        "exponential": {"base": 0.5 ** (1.0 / h)},
+        "staircase": {"factor": 0.5, "every": h},
+        "polynomial": {"end": 0.0, "total": 2.0 * h, "power": 1.0},
+        "piecewise": {"boundaries": [h, 2.0 * h], "factors": [1.0, 0.5, 0.25]},
+    }
+    return make_schedule(name, **scaled.get(name, {})).params

@@ -79,12 +79,13 @@ class TrainingState:
 
     def __init__(self, network: Network, optimizer, schedule: Schedule, schedule_anchor: float,
                  schedule_start_epoch: int, iterator: MiniBatchIterator, dropout_rng,
-                 step: int, hparams: dict, recent_costs):
+                 step: int, hparams: dict, recent_costs, schedule_start_step: int = 0):
         self.network = network
         self.optimizer = optimizer
         self.schedule = schedule
         self.schedule_anchor = schedule_anchor
         self.schedule_start_epoch = schedule_start_epoch
+        self.schedule_start_step = schedule_start_step
         self.iterator = iterator
         self.dropout_rng = dropout_rng
         self.step = step
@@ -124,9 +125,13 @@ class TrainingState:
         return self.iterator.epoch
 
     def alpha(self) -> float:
-        """The α of the next step: the schedule at this epoch, never below ALPHA_FLOOR."""
-        epochs = self.iterator.epoch - self.schedule_start_epoch
-        return max(float(self.schedule(self.schedule_anchor, epochs)), ALPHA_FLOOR)
+        """The α of the next step: the schedule at the epochs (or steps, by the
+        ``schedule_unit``) since it started, never below ALPHA_FLOOR."""
+        if self.hparams.get("schedule_unit") == "steps":
+            elapsed = self.step - self.schedule_start_step
+        else:
+            elapsed = self.iterator.epoch - self.schedule_start_epoch
+        return max(float(self.schedule(self.schedule_anchor, elapsed)), ALPHA_FLOOR)
 
     # -- changing ---------------------------------------------------------------------
 
@@ -145,12 +150,13 @@ class TrainingState:
         if changes.keys() & {"optimizer", *(k for ks in OPTIMIZER_HPARAMS.values() for k in ks)}:
             self.optimizer = switched_optimizer(self.optimizer, new, self.network.params,
                                                 carry_moments)
-        if changes.keys() & {"schedule", "schedule_params", "lr"}:
+        if changes.keys() & {"schedule", "schedule_params", "schedule_unit", "lr"}:
             if "lr" not in changes:
                 new["lr"] = self.alpha()
             self.schedule = make_schedule(new["schedule"], **new["schedule_params"])
             self.schedule_anchor = anchor_for(self.schedule, new["lr"])
             self.schedule_start_epoch = self.iterator.epoch
+            self.schedule_start_step = self.step
         if "batch_size" in changes:
             self.iterator.batch_size = new["batch_size"]
         self.hparams = new
@@ -181,6 +187,7 @@ class TrainingState:
                 "params": self.schedule.params,
                 "anchor": self.schedule_anchor,
                 "start_epoch": self.schedule_start_epoch,
+                "start_step": self.schedule_start_step,
             },
             "iterator": json_safe(iterator),
             "dropout_rng": json_safe(self.dropout_rng.bit_generator.state),
@@ -281,9 +288,11 @@ def _restore(cls, arrays, meta, config, data) -> TrainingState:
             math.isfinite(anchor) and anchor > 0):
         raise CheckpointError(f"schedule anchor {anchor!r} is not a number > 0")
     start_epoch = whole("schedule start_epoch", saved["start_epoch"])
-    if start_epoch > epoch:
-        raise CheckpointError(f"the schedule counts from epoch {start_epoch}, after the "
-                              f"checkpoint's own epoch {epoch}")
+    start_step = whole("schedule start_step", saved.get("start_step", 0))  # added since v1
+    if start_epoch > epoch or start_step > step:
+        raise CheckpointError(f"the schedule counts from epoch {start_epoch} (step "
+                              f"{start_step}), after the checkpoint's own epoch {epoch} "
+                              f"(step {step})")
     # 6) the data order: this run's examples, the batch size in force, the same epoch
     iterator = MiniBatchIterator(n_train, hparams["batch_size"], seed=0)
     iterator.load_state_dict({**meta["iterator"], "permutation": arrays["data/permutation"]})
@@ -300,7 +309,7 @@ def _restore(cls, arrays, meta, config, data) -> TrainingState:
             for c in costs):
         raise CheckpointError(f"recent_costs is not a list of ≤ {RECENT_COSTS} numbers")
     return cls(network, optimizer, schedule, float(anchor), start_epoch, iterator,
-               dropout_rng, step, hparams, costs)
+               dropout_rng, step, hparams, costs, schedule_start_step=start_step)
 
 
 def _check_magnitude(key: str, value: np.ndarray) -> None:

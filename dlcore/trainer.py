@@ -250,8 +250,9 @@ class Trainer:
         return self._run.snapshot()
 
     def idle(self) -> bool:
-        """True when no command is waiting and the run is not training."""
-        return self._commands.empty() and self._run.status != "running"
+        """True when every command sent so far has been carried out and the run is not
+        training."""
+        return self._commands.unfinished_tasks == 0 and self._run.status != "running"
 
     # -- the worker ------------------------------------------------------------------------
 
@@ -301,6 +302,7 @@ class Trainer:
                     run.finish()
                     return
                 self._execute(command, reply)
+                self._commands.task_done()
                 continue  # drain every queued command before the next step
             if run.status == "running" and run.seconds_until_next_step() <= 0:
                 run.train()

@@ -41,7 +41,8 @@ from dlcore import checkpoint as ckptio  # noqa: E402
 from dlcore.branches import JOURNAL_FORMAT  # noqa: E402
 from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer, list_runs  # noqa: E402
 
-CONFIG = RunConfig(dataset="blobs", hidden=(16,), eval_every=5, checkpoint_every=5,
+CONFIG = RunConfig(dataset="blobs", hidden=(16,), eval_every=5, eval_share=1.0,
+                   checkpoint_every=5,
                    retention={"keep_last": None, "min_seconds": 0, "save_best": False},
                    batch_size=32, lr=3e-3)
 STEPS_PER_SECOND = 150  # bounds the number of checkpoints a life writes

@@ -119,7 +119,11 @@ def test_schedule_preview_and_formulas(panda):
     at.selectbox(key="hp_schedule").set_value("staircase").run()
     preview = panda.charts(at)["schedule_preview"]
     alphas = panda.values(preview["data"][0]["y"])
-    assert alphas[0] == 0.001 and alphas[10] == 0.0005  # factor 0.5 every 10 epochs
+    epochs = panda.values(preview["data"][0]["x"])  # paused, speed unknown: in epochs
+    assert preview["layout"]["xaxis"]["title"]["text"] == "epochs"
+    before = [a for e, a in zip(epochs, alphas, strict=True) if e < 10]
+    after = [a for e, a in zip(epochs, alphas, strict=True) if 10 <= e < 20]
+    assert set(before) == {0.001} and set(after) == {0.0005}  # factor 0.5 every 10 epochs
     assert any("factor" in latex.value for latex in at.latex)
     at.button(key="apply").click().run()
     snapshot = panda.wait_for(lambda s: s.hparams["schedule"] == "staircase")
@@ -331,3 +335,25 @@ def test_a_folder_that_cannot_hold_runs_gets_a_message_not_a_traceback(panda, tm
         at.switch_page(page).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert any("could not open or create a run" in e.value for e in at.error), page
+
+
+def test_a_new_decay_halves_alpha_in_minutes_at_the_runs_speed(panda):
+    """Digits runs ~150 epochs a second: a per-epoch decay with the textbook defaults is
+    over in seconds. A newly chosen schedule starts with parameters under which α halves
+    in about 2 minutes at the run's speed, in the unit the user picks."""
+    from pages.panels.hyperparameters import HALF_LIFE_MINUTES
+
+    at = panda.run()
+    at.session_state["last_steps_per_second"] = 1000.0  # as seen while it trained
+    at.run()
+    at.selectbox(key="hp_schedule_unit").set_value("steps").run()
+    at.selectbox(key="hp_schedule").set_value("exponential").run()
+    base = at.number_input(key="hp_sched_exponential_base").value
+    half_life = HALF_LIFE_MINUTES * 60 * 1000  # steps
+    assert base ** half_life == pytest.approx(0.5, rel=1e-6)
+    preview = panda.charts(at)["schedule_preview"]
+    assert preview["layout"]["xaxis"]["title"]["text"] == "minutes"
+    assert any("halves after about 2.0 min" in c.value for c in at.caption)
+    at.button(key="apply").click().run()
+    snapshot = panda.wait_for(lambda s: s.hparams["schedule"] == "exponential")
+    assert snapshot.hparams["schedule_unit"] == "steps"

@@ -35,7 +35,7 @@ from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer, list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("crash_worker.py")
-SMALL = dict(dataset="blobs", hidden=(16,), eval_every=5)
+SMALL = dict(dataset="blobs", hidden=(16,), eval_every=5, eval_share=1.0)
 #: A retention policy that writes and keeps every periodic checkpoint that is due, and no
 #: others: for tests that count on a checkpoint every ``checkpoint_every`` steps.
 EVERY_PERIODIC = {"keep_last": None, "min_seconds": 0, "save_best": False}

@@ -225,3 +225,27 @@ def test_preview_of_decaying_schedules_never_increases():
         curve = preview(make_schedule(name), ALPHA0, 200)
         assert np.all(np.diff(curve) <= 0), name
         assert np.all(curve >= 0), name
+
+
+@pytest.mark.parametrize("name", ["inverse_time", "exponential", "staircase", "polynomial",
+                                  "piecewise"])
+@pytest.mark.parametrize("half_life", [1, 7, 1200.0, 3e5])
+def test_half_life_params_halve_alpha_after_the_half_life(name, half_life):
+    from dlcore.schedules import half_life_params
+
+    schedule = make_schedule(name, **half_life_params(name, half_life))
+    assert schedule(1.0, 0) == pytest.approx(1.0)
+    assert schedule(1.0, half_life) == pytest.approx(0.5, rel=1e-9)
+    assert schedule(1.0, 0.5 * half_life) > 0.5 - 1e-12
+
+
+def test_preview_over_a_horizon_and_bad_half_lives():
+    from dlcore.schedules import half_life_params, preview_over
+
+    t, alpha = preview_over(make_schedule("exponential", base=0.5), 1.0, 4, points=5)
+    np.testing.assert_allclose(t, [0, 1, 2, 3, 4])
+    np.testing.assert_allclose(alpha, [1, 0.5, 0.25, 0.125, 0.0625])
+    for bad in (0, -1, float("nan"), "10"):
+        with pytest.raises(ValueError):
+            half_life_params("exponential", bad)
+    assert half_life_params("constant", 10) == {}

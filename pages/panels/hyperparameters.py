@@ -12,11 +12,19 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import streamlit as st
 
 from dlcore.hparams import OPTIMIZER_HPARAMS
 from dlcore.optim import OPTIMIZERS, optimizer_formula
-from dlcore.schedules import SCHEDULES, make_schedule, preview, schedule_formula
+from dlcore.schedules import (
+    SCHEDULES,
+    half_life_params,
+    make_schedule,
+    preview_over,
+    schedule_formula,
+)
+from dlcore.state import ALPHA_FLOOR
 from dlcore.trainer import Snapshot, Trainer
 from pages.panels import sampling, switch
 from pages.shared import charts, ui
@@ -51,15 +59,22 @@ BETA_LABELS = {"beta": "β", "beta1": "β₁", "beta2": "β₂", "eps": "ε",
 # The log-slider's grid for α: four values per decade, 1e-6 … 100.
 ALPHA_GRID = [float(f"{10 ** (k / 4):.2g}") for k in range(-24, 9)]
 PREVIEW_EPOCHS = 40
+#: A new decay schedule starts with parameters under which α halves in this many minutes
+#: of training at the run's speed (see ``schedules.half_life_params``).
+HALF_LIFE_MINUTES = 2.0
+PREVIEW_MINUTES = 10.0
+UNIT_NAMES = {"epochs": "per epoch", "steps": "per step"}
 #: The hyperparameters every optimizer has a field for (its own β's/ε come on top).
-COMMON_KEYS = ("lr", "optimizer", "schedule", "batch_size", "eval_every", "l2", "l1",
-               "keep_prob", "bn_momentum")
+COMMON_KEYS = ("lr", "optimizer", "schedule", "schedule_unit", "batch_size", "eval_every",
+               "l2", "l1", "keep_prob", "bn_momentum")
 
 
 def panel(trainer: Trainer, snapshot: Snapshot) -> None:
     st.header("Hyperparameters", anchor=False)
     follow_run(snapshot)
-    values = controls(snapshot)
+    if snapshot.steps_per_second:
+        st.session_state["last_steps_per_second"] = snapshot.steps_per_second
+    values = controls(trainer, snapshot)
     changes = pending_changes(values)
     with st.container(horizontal=True):
         st.button("Apply", type="primary", key="apply", on_click=_apply, args=(trainer,),
@@ -73,7 +88,7 @@ def panel(trainer: Trainer, snapshot: Snapshot) -> None:
     else:
         st.caption("The fields show the run's current values.")
     switch.panel(trainer, snapshot, values)
-    schedule_preview(values)
+    schedule_preview(values, snapshot)
     with st.expander("Formulas", icon=":material/function:"):
         st.markdown(f"**{ui.OPTIMIZER_NAMES[values['optimizer']]}**")
         st.latex(optimizer_formula(values["optimizer"]))
@@ -145,7 +160,7 @@ def _slider_from_alpha() -> None:
     st.session_state["hp_lr_log"] = _nearest_grid_alpha(st.session_state["hp_lr"])
 
 
-def controls(snapshot: Snapshot) -> dict:
+def controls(trainer: Trainer, snapshot: Snapshot) -> dict:
     """The hyperparameter fields; returns what they hold now (applied or not)."""
     n_train = snapshot.dataset["n_train"]
     st.number_input("Learning rate α₀", key="hp_lr", min_value=1e-10, max_value=1e3,
@@ -165,8 +180,16 @@ def controls(snapshot: Snapshot) -> dict:
             with column:
                 _beta_input(key)
 
-    schedule = st.selectbox("Learning-rate decay", SCHEDULES, key="hp_schedule",
-                            format_func=ui.SCHEDULE_NAMES.get)
+    left, right = st.columns([2, 1])
+    schedule = left.selectbox("Learning-rate decay", SCHEDULES, key="hp_schedule",
+                              format_func=ui.SCHEDULE_NAMES.get, on_change=_scale_schedule,
+                              args=(trainer,))
+    right.selectbox("Decays", list(UNIT_NAMES), key="hp_schedule_unit",
+                    format_func=UNIT_NAMES.get, on_change=_scale_schedule, args=(trainer,),
+                    help="What the schedule's \"epoch\" counts. On a small data set an epoch "
+                         "is a few steps, and a decay per epoch is over in seconds: count "
+                         "steps then. A new choice starts with parameters under which α "
+                         f"halves in about {HALF_LIFE_MINUTES:g} min at the run's speed.")
     defaults = make_schedule(schedule).params
     if defaults:
         for column, (param, default) in zip(st.columns(len(defaults)), defaults.items(),
@@ -192,6 +215,29 @@ def controls(snapshot: Snapshot) -> dict:
     with right:
         _beta_input("bn_momentum", disabled=not snapshot.config["batchnorm"])
     return field_values(snapshot)
+
+
+def units_per_minute(snapshot: Snapshot, unit: str) -> float | None:
+    """Epochs or steps the run trains in a minute, at its speed now (or last seen)."""
+    speed = snapshot.steps_per_second or st.session_state.get("last_steps_per_second", 0)
+    if not speed:
+        return None
+    if unit == "steps":
+        return 60.0 * speed
+    batches = max(1, snapshot.dataset["n_train"] // max(1, snapshot.hparams["batch_size"]))
+    return 60.0 * speed / batches
+
+
+def _scale_schedule(trainer: Trainer) -> None:
+    """A newly chosen schedule or unit starts with parameters under which α halves in
+    HALF_LIFE_MINUTES at the run's speed (its defaults if the speed is not known yet)."""
+    state = st.session_state
+    schedule, unit = state["hp_schedule"], state["hp_schedule_unit"]
+    per_minute = units_per_minute(trainer.snapshot(), unit)
+    params = (half_life_params(schedule, max(1.0, HALF_LIFE_MINUTES * per_minute))
+              if per_minute else make_schedule(schedule).params)
+    for param, value in params.items():
+        state[schedule_key(schedule, param)] = _param_field_value(value)
 
 
 def _schedule_param_input(column, schedule: str, param: str, default) -> None:
@@ -288,18 +334,33 @@ def _discard() -> None:
 # ---------------------------------------------------------------------------
 
 
-def schedule_preview(values: dict) -> None:
-    """α over the next epochs if the fields were applied now."""
+def schedule_preview(values: dict, snapshot: Snapshot) -> None:
+    """α from now if the fields' decay started now: over the next minutes at the run's
+    speed (or the next 40 epochs/steps before the speed is known), and when it halves."""
+    unit = values["schedule_unit"]
+    per_minute = units_per_minute(snapshot, unit)
+    alpha0 = values["lr"] if "lr" in pending_changes(values) else snapshot.alpha
+    horizon = PREVIEW_MINUTES * per_minute if per_minute else PREVIEW_EPOCHS
     try:
         schedule = make_schedule(values["schedule"], **values["schedule_params"])
-        alphas = preview(schedule, values["lr"], PREVIEW_EPOCHS)
+        t, alphas = preview_over(schedule, alpha0, max(horizon, 1.0))
     except ValueError as error:
         st.error(f"Schedule: {error}")
         return
-    fig = charts.new_figure(f"α over the next {PREVIEW_EPOCHS} epochs", "α", x_title="epoch",
+    alphas = np.maximum(alphas, ALPHA_FLOOR)
+    x = t / per_minute if per_minute else t
+    title = (f"α over the next {PREVIEW_MINUTES:g} min" if per_minute
+             else f"α over the next {PREVIEW_EPOCHS} {unit}")
+    fig = charts.new_figure(title, "α", x_title="minutes" if per_minute else unit,
                             height=180)
-    fig.add_scatter(x=list(range(PREVIEW_EPOCHS)), y=alphas, mode="lines",
-                    line={"color": "#ff7f0e", "width": 2}, name="α", showlegend=False)
+    fig.add_scatter(x=x, y=alphas, mode="lines", line={"color": "#ff7f0e", "width": 2},
+                    name="α", showlegend=False)
     fig.update_layout(margin={"l": 0, "r": 0, "t": 30, "b": 0}, title_font_size=12)
-    fig.update_yaxes(exponentformat="power", range=[0, 1.1 * max(alphas.tolist())])
+    fig.update_yaxes(exponentformat="power", range=[0, 1.1 * float(alphas.max())])
     st.plotly_chart(fig, key="schedule_preview", config={"displayModeBar": False})
+    halved = np.flatnonzero(alphas <= alphas[0] / 2)
+    if values["schedule"] != "constant" and per_minute:
+        when = (f"halves after about {x[halved[0]]:.1f} min ({t[halved[0]]:,.0f} {unit})"
+                if len(halved) else f"does not halve within {PREVIEW_MINUTES:g} min")
+        speed = snapshot.steps_per_second or st.session_state.get("last_steps_per_second", 0)
+        st.caption(f"At {speed:,.0f} steps/s, α {when}.")
