@@ -103,7 +103,8 @@ class Branch:
         previous = float(self.steps.last("cost_smoothed")) if rows else 0.0
         v = (COST_SMOOTHING * previous * (1.0 - COST_SMOOTHING**rows)
              + (1.0 - COST_SMOOTHING) * row["cost"])
-        self.steps.append(**row, cost_smoothed=v / (1.0 - COST_SMOOTHING ** (rows + 1)))
+        self.steps.append(**{"time": time.time(), **row},
+                          cost_smoothed=v / (1.0 - COST_SMOOTHING ** (rows + 1)))
 
     def record_evaluation(self, row: Mapping) -> None:
         self.evals.append(**row)

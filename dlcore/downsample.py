@@ -55,3 +55,38 @@ def smooth(y: np.ndarray, beta: float = 0.98) -> np.ndarray:
             weight = beta * weight + (1 - beta)
         out[i] = v / weight if weight else np.nan
     return out
+
+
+def ewma(y: np.ndarray, beta: float, counts: np.ndarray | None = None) -> np.ndarray:
+    """The course's exponentially weighted average with bias correction, vectorised.
+
+    v_t = β·v_{t−1} + (1 − β)·y_t, shown as v_t / (1 − β^t), y: (n,). ``counts``: how
+    many steps each value stands for (a bucket's mean of c steps counts as c steps of
+    that value: v = β^c·v + (1 − β^c)·y); None for one step each. NaN values are
+    carried over. β = 0 returns y. Computed in blocks of a closed form, so 10⁵ values
+    take a few milliseconds (the loop of :func:`smooth` takes ~50).
+    """
+    y = np.asarray(y, np.float64)
+    if not 0 <= beta < 1:
+        raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+    if beta == 0 or not len(y):
+        return y.copy()
+    c = np.ones(len(y)) if counts is None else np.asarray(counts, np.float64)
+    finite = np.isfinite(y)
+    c = np.where(finite, c, 0.0)  # a NaN counts as no step: the average carries over it
+    y = np.where(finite, y, 0.0)
+    # a_i = β^{c_i} (decay over row i), b_i = 1 − a_i (weight of y_i); v_i = a_i v_{i−1} + b_i y_i
+    log_beta = np.log(beta)
+    out_v, out_w = np.empty(len(y)), np.empty(len(y))
+    v = w = 0.0  # w: the same recursion on ones, i.e. 1 − β^t (the bias correction)
+    block = max(1, int(600 / max(1e-12, -log_beta * max(1.0, float(c.max())))))
+    for start in range(0, len(y), block):
+        cs = np.cumsum(c[start:start + block])  # decay from the block start to row i: β^cs
+        a_b = np.exp(log_beta * cs)
+        b = 1.0 - np.exp(log_beta * c[start:start + block])
+        # v_i = β^{cs_i} v + Σ_{j≤i} β^{cs_i − cs_j} b_j y_j = a_b_i (v + Σ b_j y_j / a_b_j)
+        out_v[start:start + block] = a_b * (v + np.cumsum(b * y[start:start + block] / a_b))
+        out_w[start:start + block] = a_b * (w + np.cumsum(b / a_b))
+        v, w = out_v[start + len(cs) - 1], out_w[start + len(cs) - 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(out_w > 0, out_v / out_w, np.nan)

@@ -307,6 +307,9 @@ def _concatenate(a: dict, b: dict) -> dict:
 #: in training mode (BatchNorm with the dev set's own statistics).
 EVAL_COLUMNS = ("eval_step", "train_accuracy", "dev_accuracy", "train_cost", "dev_cost",
                 "dev_accuracy_train_mode")
+#: TensorBoard's distributions: the percentiles at 0, ±1.5σ, ±1σ, ±0.5σ and the median of
+#: a normal distribution, of each layer's weights and gradients at every evaluation.
+PERCENTILES = (0.0, 6.68, 15.87, 30.85, 50.0, 69.15, 84.13, 93.32, 100.0)
 #: Per BatchNorm layer and unit at each evaluation (the population statistics are in the
 #: snapshot for the newest evaluation only).
 BN_STATISTICS = ("running_mean", "running_var", "batch_mean", "batch_var")
@@ -329,6 +332,7 @@ class Schemas:
             "cost_smoothed": (np.float64, ()),
             "lr": (np.float64, ()),
             "grad_norm": (np.float32, ()),
+            "time": (np.float64, ()),  # when the step was recorded (Unix seconds)
         }
         for key in weight_keys:
             self.steps[f"update_ratio/{key.split('.')[0]}"] = (np.float32, ())
@@ -336,10 +340,13 @@ class Schemas:
                       for name in EVAL_COLUMNS}
         #: Columns added after the first journals were written: a chunk without them
         #: still fits, and they read NaN there.
-        self.optional = set()
+        self.optional = {"time"}
         for key in weight_keys:
-            self.evals[f"sparsity/{key.split('.')[0]}"] = (np.float32, ())
-            self.optional.add(f"sparsity/{key.split('.')[0]}")
+            layer = key.split(".")[0]
+            self.evals[f"sparsity/{layer}"] = (np.float32, ())
+            self.evals[f"weights/{layer}"] = (np.float32, (len(PERCENTILES),))
+            self.evals[f"grads/{layer}"] = (np.float32, (len(PERCENTILES),))
+            self.optional |= {f"sparsity/{layer}", f"weights/{layer}", f"grads/{layer}"}
         self.bn = None
         if bn_units:
             self.bn = {"eval_step": (np.int64, ())}

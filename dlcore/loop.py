@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dlcore.history import PERCENTILES
 from dlcore.optim import flat_span
 from dlcore.state import TrainingState
 
@@ -71,6 +72,7 @@ def train_step(state: TrainingState, data, alpha: float | None = None,
         return Divergence("parameters overflowed to inf/NaN in the update", cost)
     state.recent_costs.append(cost)
     state.last_batch_stats = batch_stats
+    state.last_grads = grads  # the network's buffers: valid until its next step
     state.step += 1
     return {"step": state.step, "epoch": epoch, "cost": cost, "lr": alpha,
             "grad_norm": grad_norm, **ratios}
@@ -117,7 +119,21 @@ def evaluate(state: TrainingState, data) -> dict:
     sparsity = {f"sparsity/{layer}": value for layer, value in net.weight_sparsity().items()}
     return {"eval_step": state.step, "train_accuracy": train_accuracy,
             "dev_accuracy": dev_accuracy, "train_cost": train_cost, "dev_cost": dev_cost,
-            "dev_accuracy_train_mode": dev_accuracy_train_mode, **sparsity}
+            "dev_accuracy_train_mode": dev_accuracy_train_mode, **sparsity,
+            **distributions(state)}
+
+
+def distributions(state: TrainingState) -> dict:
+    """TensorBoard's distributions: each layer's weights and last gradients at the
+    ``history.PERCENTILES`` (NaN before the first step)."""
+    out = {}
+    for key, column in state.ratio_columns.items():
+        layer = column.removeprefix("update_ratio/")
+        out[f"weights/{layer}"] = np.percentile(state.network.params[key], PERCENTILES)
+        grads = state.last_grads.get(key) if state.last_grads else None
+        out[f"grads/{layer}"] = (np.percentile(grads, PERCENTILES) if grads is not None
+                                 else np.full(len(PERCENTILES), np.nan))
+    return out
 
 
 def _grad_norm(state: TrainingState, grads) -> float:

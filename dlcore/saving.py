@@ -135,7 +135,7 @@ class Checkpoints:
         if len(evals["eval_step"]) and evals["eval_step"][-1] == run.state.step:
             # NaN: a column newer than the journal the row came from
             metrics = {k: float(v[-1]) for k, v in evals.items()
-                       if k != "eval_step" and np.isfinite(v[-1])}
+                       if k != "eval_step" and v.ndim == 1 and np.isfinite(v[-1])}
         meta["info"].update(
             id=checkpoint_id, seq=seq, kind=kind, note=note, branch=run.tree.active,
             parent=parent if kind == "rollback" else self.last_good, metrics=metrics,

@@ -93,6 +93,7 @@ class TrainingState:
         self.recent_costs = collections.deque(recent_costs, maxlen=RECENT_COSTS)
         # Not state: what the last step left behind for live views and a cache of the step.
         self.last_batch_stats: dict = {}
+        self.last_grads: dict = {}
         self.grad_span_cache: tuple = (None, None)
         self.ratio_columns = {key: f"update_ratio/{key.split('.')[0]}"
                               for key in network.weight_keys}

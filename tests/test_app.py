@@ -357,3 +357,26 @@ def test_a_new_decay_halves_alpha_in_minutes_at_the_runs_speed(panda):
     at.button(key="apply").click().run()
     snapshot = panda.wait_for(lambda s: s.hparams["schedule"] == "exponential")
     assert snapshot.hparams["schedule_unit"] == "steps"
+
+
+def test_the_charts_take_a_smoothing_beta_and_an_x_axis_by_epoch_or_time(panda):
+    at = panda.run()
+    panda.trainer().step(150)
+    snapshot = panda.wait_for(lambda s: s.step == 150 and s.status == "paused")
+    at.run()
+    at.slider(key="smoothing").set_value(0.9).run()
+    cost = panda.charts(at)["chart_cost"]
+    smoothed = next(t for t in cost["data"] if t["name"].startswith("J (smoothed"))
+    assert smoothed["name"] == "J (smoothed, β = 0.9)"
+    from dlcore.downsample import smooth
+
+    expected = smooth(snapshot.history["cost"], 0.9)
+    assert panda.values(smoothed["y"])[-1] == pytest.approx(expected[-1], rel=1e-9)
+    at.segmented_control(key="x_axis").set_value("epoch").run()
+    cost = panda.charts(at)["chart_cost"]
+    assert cost["layout"]["xaxis"]["title"]["text"] == "epoch"
+    raw = next(t for t in cost["data"] if t["name"] == "J (raw)")
+    assert max(panda.values(raw["x"])) <= snapshot.epoch + 1
+    at.segmented_control(key="x_axis").set_value("time").run()
+    accuracy = panda.charts(at)["chart_accuracy"]
+    assert accuracy["layout"]["xaxis"]["type"] == "date"

@@ -31,3 +31,22 @@ def test_smooth_is_the_bias_corrected_ewma():
         v = 0.9 * v + 0.1 * value
         expected.append(v / (1 - 0.9**t))
     np.testing.assert_allclose(smooth(y, 0.9), expected)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 0.9, 0.98, 0.999])
+def test_ewma_equals_the_course_loop_with_bias_correction(beta):
+    from dlcore.downsample import ewma, smooth
+
+    y = np.random.default_rng(0).normal(size=5000).cumsum()
+    y[[10, 400]] = np.nan
+    expected = smooth(y, beta) if beta else y
+    np.testing.assert_allclose(ewma(y, beta)[np.isfinite(y)], expected[np.isfinite(y)],
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_ewma_of_buckets_counts_each_for_its_steps():
+    from dlcore.downsample import ewma
+
+    steps = np.array([1.0, 2.0, 2.0, 2.0, 5.0])
+    merged = ewma(np.array([1.0, 2.0, 5.0]), 0.9, counts=np.array([1, 3, 1]))
+    assert merged[-1] == pytest.approx(ewma(steps, 0.9)[-1], rel=1e-12)

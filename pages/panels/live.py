@@ -18,19 +18,32 @@ CHART_REFRESH_SECONDS = 2.0
 
 
 def panel(trainer: Trainer, snapshot: Snapshot) -> None:
-    window, log_y = chart_options()
+    options = chart_options()
     ui.live_view(tiles, trainer, snapshot)
-    ui.live_view(lambda s: live_charts(s, window, log_y), trainer, snapshot,
+    ui.live_view(lambda s: live_charts(s, **options), trainer, snapshot,
                  while_running=CHART_REFRESH_SECONDS)
 
 
-def chart_options() -> tuple[int | None, bool]:
+def chart_options() -> dict:
+    """The window, the x axis, the cost's scale and its smoothing, as the user set them."""
     with st.container(horizontal=True, vertical_alignment="center"):
         choice = st.segmented_control("Window", list(WINDOWS), default="All", key="window",
                                       label_visibility="collapsed",
                                       help="Show the last N steps or the whole lineage.")
+        axis = st.segmented_control("x axis", list(charts.X_AXES), default="step",
+                                    key="x_axis", format_func=lambda a: f"by {a}",
+                                    label_visibility="collapsed",
+                                    help="The charts' x axis: steps, epochs (fractional) or "
+                                         "the wall-clock time each step was trained.")
         log_y = st.toggle("Log-scale cost", key="log_y")
-    return WINDOWS.get(choice or "All"), log_y
+        beta = st.slider("Smoothing β", min_value=0.0, max_value=0.999, value=0.98,
+                         step=0.001, format="%.3f", key="smoothing", width=220,
+                         help="The smoothed cost is the course's exponentially weighted "
+                              "average v = β·v + (1 − β)·J, shown with its bias correction "
+                              "v / (1 − βᵗ): it averages about the last 1/(1 − β) steps. "
+                              "0 shows the raw cost.")
+    return {"window": WINDOWS.get(choice or "All"), "log_y": log_y, "beta": beta,
+            "axis": axis or "step"}
 
 
 def tiles(snapshot: Snapshot) -> None:
@@ -62,23 +75,23 @@ def sparsity_caption(history, layers) -> str:
     return f"Weights near 0 (|w| < 1e-3): {', '.join(shares)}." if shares else ""
 
 
-def live_charts(snapshot: Snapshot, window: int | None, log_y: bool) -> None:
+def live_charts(snapshot: Snapshot, window: int | None = None, log_y: bool = False,
+                beta: float = 0.98, axis: str = "step") -> None:
     history, events = snapshot.history, snapshot.events
     others = [(number, branch["history"], branch["fork_step"])
               for number, branch in snapshot.branches.items() if number != snapshot.branch][-8:]
-    top_left, top_right = st.columns(2)
-    with top_left:
-        live_chart(charts.cost_figure(history, events, window, log_y, others),
-                   key="chart_cost")
-    with top_right:
-        live_chart(charts.accuracy_figure(history, events, window, snapshot.dataset),
-                   key="chart_accuracy")
-    bottom_left, bottom_right = st.columns(2)
-    with bottom_left:
-        live_chart(charts.alpha_figure(history, events, window), key="chart_alpha")
-    with bottom_right:
-        live_chart(charts.update_ratio_figure(history, snapshot.layers, events, window),
-                   key="chart_update_ratio")
+    figures = {
+        "chart_cost": charts.cost_figure(history, events, window, log_y, others, beta),
+        "chart_accuracy": charts.accuracy_figure(history, events, window, snapshot.dataset),
+        "chart_alpha": charts.alpha_figure(history, events, window),
+        "chart_update_ratio": charts.update_ratio_figure(history, snapshot.layers, events,
+                                                         window),
+    }
+    keys = list(figures)
+    for row in (keys[:2], keys[2:]):
+        for column, key in zip(st.columns(2), row, strict=True):
+            with column:
+                live_chart(charts.on_x_axis(figures[key], history, axis), key=key)
     st.caption(sparsity_caption(history, snapshot.layers) + " " + charts.EVENTS_CAPTION)
     if snapshot.decision_grid is not None:
         left, right = st.columns([3, 2])

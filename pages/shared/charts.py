@@ -15,7 +15,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from dlcore.downsample import downsample, minmax_indices
+from dlcore.branches import COST_SMOOTHING
+from dlcore.downsample import downsample, ewma, minmax_indices
 from pages.shared.ui import describe_changes
 
 #: Points per curve: min-max buckets of about one pixel each on a half-width chart.
@@ -265,10 +266,12 @@ EVENTS_CAPTION = ("Markers: ▼ purple dashed = hyperparameter change, ◆ blue 
 
 
 def cost_figure(history: Mapping, events, window: int | None, log_y: bool,
-                other_branches: Sequence[tuple[int, Mapping, int]] = ()) -> go.Figure:
-    """Mini-batch cost J per step, raw and smoothed; other branches faint behind it.
+                other_branches: Sequence[tuple[int, Mapping, int]] = (),
+                beta: float = COST_SMOOTHING) -> go.Figure:
+    """Mini-batch cost J per step, raw and smoothed; other branches lighter behind it.
 
     other_branches: (number, history, fork_step); each is drawn from its fork on.
+    beta: the smoothing's β (the engine records β = 0.98; another is computed here).
     """
     layout = base_layout("Cost J per step (mini-batch)", "J", log_y=log_y, live=True)
     traces = []
@@ -277,8 +280,8 @@ def cost_figure(history: Mapping, events, window: int | None, log_y: bool,
         b_x, b_y = step_series(branch_history, "cost", first, since=fork_step)
         if len(b_x):
             traces.append(line_trace(
-                b_x, b_y, f"branch {number}", opacity=0.35, legendgroup="branches",
-                line={"width": 1, "color": BRANCH_COLORS[number % len(BRANCH_COLORS)]}))
+                b_x, b_y, f"branch {number}", opacity=0.6, legendgroup="branches",
+                line={"width": 1.5, "color": BRANCH_COLORS[number % len(BRANCH_COLORS)]}))
     x, y = step_series(history, "cost", first)
     if not len(x):
         empty_note(layout, "No steps yet: press Start or Step")
@@ -287,10 +290,66 @@ def cost_figure(history: Mapping, events, window: int | None, log_y: bool,
                               "rgba(31, 119, 180, 0.15)")
         traces.append(line_trace(x, y, "J (raw)",
                                  line={"width": 1, "color": "rgba(31, 119, 180, 0.35)"}))
-        traces.append(line_trace(x, step_series(history, "cost_smoothed", first)[1],
-                                 "J (smoothed, β = 0.98)",
+        traces.append(line_trace(x, smoothed_cost(history, first, beta),
+                                 f"J (smoothed, β = {beta:g})",
                                  line={"width": 2.5, "color": "#1f77b4"}))
     return with_events(traces, layout, events, first)
+
+
+def smoothed_cost(history: Mapping, first_step: int | None, beta: float) -> np.ndarray:
+    """The course's bias-corrected EWMA of J over the whole lineage, from ``first_step``
+    on: the recorded ``cost_smoothed`` for β = 0.98, else computed (buckets count for the
+    steps they hold)."""
+    if beta == COST_SMOOTHING:
+        return step_series(history, "cost_smoothed", first_step)[1]
+    buckets, exact = history.get("buckets/cost", ()), history["cost"]
+    values = np.concatenate([buckets, exact])
+    counts = np.concatenate([history.get("buckets/count", np.empty(0)), np.ones(len(exact))])
+    smoothed = ewma(values, beta, counts)
+    steps = np.concatenate([history.get("buckets/step", np.empty(0, np.int64)),
+                            history["step"]])
+    return smoothed[start_index(steps, first_step):]
+
+
+#: What the live charts' x axis can show, and its title.
+X_AXES = {"step": "step", "epoch": "epoch", "time": "time"}
+
+
+def on_x_axis(figure: go.Figure, history: Mapping, axis: str) -> go.Figure:
+    """The figure with its x values (steps) shown as epochs or wall-clock time instead.
+
+    Epochs are fractional: the steps of one epoch spread over it evenly. A history
+    without times (written before Panda recorded them) stays on steps.
+    """
+    if axis == "step":
+        return figure
+    steps = np.concatenate([history.get("buckets/step", np.empty(0, np.int64)),
+                            history["step"]]).astype(np.float64)
+    if axis == "time":
+        x = np.concatenate([history.get("buckets/time", np.empty(0)), history["time"]])
+        if not len(x) or not np.all(np.isfinite(x)):
+            return figure
+        x = x * 1000.0  # plotly's date axis counts milliseconds
+    else:
+        epochs = np.concatenate([history.get("buckets/epoch", np.empty(0, np.int32)),
+                                 history["epoch"]]).astype(np.float64)
+        _, first, index, counts = np.unique(epochs, return_index=True, return_inverse=True,
+                                            return_counts=True)
+        x = epochs + (np.arange(len(epochs)) - first[index]) / counts[index]
+    if len(steps) < 2:
+        return figure
+    for trace in figure.data:
+        if trace.x is None or trace.xaxis not in (None, "x"):
+            continue
+        values = np.array([np.nan if v is None else v for v in trace.x], np.float64)
+        mapped = np.interp(values, steps, x)
+        trace.x = [None if np.isnan(v) else float(m) for v, m in zip(values, mapped,
+                                                                      strict=True)]
+    figure.layout.xaxis.title.text = X_AXES[axis]
+    if axis == "time":
+        figure.layout.xaxis.type = "date"
+    figure.layout.uirevision = f"{figure.layout.uirevision}:{axis}"  # a new axis, a new zoom
+    return figure
 
 
 def accuracy_figure(history: Mapping, events, window: int | None,
