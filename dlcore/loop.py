@@ -125,14 +125,15 @@ def evaluate(state: TrainingState, data) -> dict:
 
 def distributions(state: TrainingState) -> dict:
     """TensorBoard's distributions: each layer's weights and last gradients at the
-    ``history.PERCENTILES`` (NaN before the first step)."""
+    ``history.PERCENTILES`` (the gradients 0 before the first step: a journal holds no NaN,
+    and the history must read back as it was)."""
     out = {}
     for key, column in state.ratio_columns.items():
         layer = column.removeprefix("update_ratio/")
         out[f"weights/{layer}"] = np.percentile(state.network.params[key], PERCENTILES)
         grads = state.last_grads.get(key) if state.last_grads else None
         out[f"grads/{layer}"] = (np.percentile(grads, PERCENTILES) if grads is not None
-                                 else np.full(len(PERCENTILES), np.nan))
+                                 else np.zeros(len(PERCENTILES)))
     return out
 
 
