@@ -144,9 +144,15 @@ class Report:
 
 
 def fresh_state(config: RunConfig, data) -> tuple[dict, dict]:
-    """``(arrays, meta)`` of step 0 of a run of ``config``, on branch 0: the start of every
-    trial, and the very state a run of the same config starts from."""
-    arrays, meta = TrainingState.fresh(config, data).to_checkpoint()
+    """``(arrays, meta)`` of step 0 of a run of ``config``: the start of every trial, and
+    the very state a run of the same config starts from."""
+    return _on_branch_0(TrainingState.fresh(config, data))
+
+
+def _on_branch_0(state: TrainingState) -> tuple[dict, dict]:
+    """A trial's state as a checkpoint holds it: every trial grows from step 0 of
+    branch 0, so that is where it can be adopted."""
+    arrays, meta = state.to_checkpoint()
     meta["info"]["branch"] = 0
     return arrays, meta
 
@@ -166,7 +172,6 @@ def train_trial(config: RunConfig, data, plan: Plan,
         sandbox, before = Sandbox(config, data, fresh_state(config, data)), None
     else:
         arrays, meta, before = resume
-        meta = {**meta, "info": {**meta["info"], "branch": 0}}
         sandbox = Sandbox(config, data, (arrays, meta))
     while sandbox.step < steps:
         # 1) up to the next evaluation point (a multiple of eval_every, or the end)
@@ -182,7 +187,7 @@ def train_trial(config: RunConfig, data, plan: Plan,
         # 2) the report, with the state and the whole history so far
         history = _joined(before, sandbox.history())
         progress = plan.progress(sandbox.step, config.batch_size, n_train)
-        yield Report(_metrics(history, sandbox.step, progress), sandbox.state.to_checkpoint(),
+        yield Report(_metrics(history, sandbox.step, progress), _on_branch_0(sandbox.state),
                      history)
 
 
