@@ -54,9 +54,10 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
         "Tune first: it matters most. α = 10^r, so 1e-4…1e-3 gets as many trials as "
         "1e-2…1e-1."),
     "beta": Hyperparameter(
-        "β (momentum; Adam's β₁)", "beta", 2, 0.9, 0.999,
+        "β (momentum, Adam's β₁)", "beta", 2, 0.9, 0.999,
         "Second. β = 1 − 10^r: 1/(1−β) is the number of steps averaged, and it moves "
-        "fastest near 1, so 0.9…0.99 and 0.99…0.999 get half the trials each."),
+        "fastest near 1, so 0.9…0.99 and 0.99…0.999 get half the trials each. "
+        "(RMSprop: its β₂.)"),
     "hidden_units": Hyperparameter(
         "hidden units (per layer)", "pow2", 2, 16, 256,
         "Second. Powers of two; every hidden layer gets this width. Changes the "
@@ -154,6 +155,24 @@ class Dimension:
         if self.scale == "pow2":
             return f"2^k, k ∈ {{{int(math.log2(low))}, …, {int(math.log2(high))}}}"
         return f"{{{low}, …, {high}}}"
+
+    def coordinate(self, value) -> float:
+        """Where ``value`` lies on the scale it is sampled uniformly on: r = log10 v
+        (log), log10(1 − v) (beta), k = log2 v (pow2), v (int). Charts plot this."""
+        value = float(value)
+        if self.scale == "log":
+            return math.log10(value)
+        if self.scale == "beta":
+            return math.log10(1.0 - value)
+        return math.log2(value) if self.scale == "pow2" else value
+
+    def value_at(self, coordinate: float) -> float:
+        """The inverse of :meth:`coordinate`."""
+        if self.scale == "log":
+            return 10.0**coordinate
+        if self.scale == "beta":
+            return 1.0 - 10.0**coordinate
+        return 2.0**coordinate if self.scale == "pow2" else coordinate
 
     # -- sampling ------------------------------------------------------------------------
 

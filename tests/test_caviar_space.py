@@ -54,7 +54,7 @@ def test_defaults_fit_the_run():
 @pytest.mark.parametrize(("name", "low", "high", "says"), [
     ("lr", 0.0, 1e-1, "α (learning rate): a log-scale range must be positive"),
     ("lr", 1e-2, 1e-3, "α (learning rate): low must be < high"),
-    ("beta", 0.9, 1.0, "β (momentum; Adam's β₁): a beta range must lie in [0, 1)"),
+    ("beta", 0.9, 1.0, "β (momentum, Adam's β₁): a beta range must lie in [0, 1)"),
     ("batch_size", 16, 100, "mini-batch size: low and high must be powers of two"),
     ("layers", 0, 3, "hidden layers: need whole numbers 1 ≤ low ≤ high"),
     ("lr", float("nan"), 1.0, "α (learning rate): low must be a finite number"),
