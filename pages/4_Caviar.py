@@ -79,7 +79,9 @@ def main() -> None:
     live_rounds(study)
     rounds = study.views()
     if rounds and not study.running:
-        round_tools(trainer, snapshot, study, rounds)
+        round_tools(trainer, study, rounds)
+    elif rounds:
+        st.caption("Coarse to fine and Babysit a trial appear here when the round ends.")
 
 
 # ---------------------------------------------------------------------------
@@ -200,6 +202,7 @@ def _start(trainer: Trainer, plan: Plan | None = None, origin: Mapping | None = 
     try:
         plan = plan or plan_from_form(trainer)
         number = study.start(plan, trainer.config, trainer.data, origin)
+        st.session_state.pop("cv_round", None)  # the new round is the one shown next
     except ValueError as error:
         ui.flash("error", f"No search was started: {error}", "caviar")
         return
@@ -279,18 +282,25 @@ def round_detail(view: RoundView, study: Study) -> None:
                   disabled=view.status == "cancelling",
                   help="Stops every trial; what they reported so far is kept.")
     st.dataframe(trials_table(view), hide_index=True, key=f"cv_table_{view.number}",
-                 column_config=TABLE_COLUMNS)
+                 column_config=table_columns(view))
     left, right = st.columns(2)
     left.plotly_chart(accuracy_figure(view, height=380), key=f"cv_alpha_{view.number}")
     right.plotly_chart(parallel_figure(view), key=f"cv_parallel_{view.number}")
 
 
-TABLE_COLUMNS = {
-    "best dev accuracy": st.column_config.NumberColumn(format="percent"),
-    "dev accuracy": st.column_config.NumberColumn(format="percent"),
-    "dev cost": st.column_config.NumberColumn(format="%.4f"),
-    "seconds": st.column_config.NumberColumn(format="%.1f"),
-}
+def table_columns(view: RoundView) -> dict:
+    """Numbers stay numbers (the table sorts them), shown to 3 significant digits."""
+    columns = {
+        "best dev accuracy": st.column_config.NumberColumn(format="percent"),
+        "dev accuracy": st.column_config.NumberColumn(format="percent"),
+        "dev cost": st.column_config.NumberColumn(format="%.4f"),
+        "seconds": st.column_config.NumberColumn(format="%.1f"),
+    }
+    for dimension in view.plan.space.searched:
+        if dimension.scale in ("log", "beta"):
+            columns[HYPERPARAMETERS[dimension.name].label] = st.column_config.NumberColumn(
+                format="%.3g" if dimension.scale == "log" else "%.4f")
+    return columns
 
 
 def trials_table(view: RoundView) -> pd.DataFrame:
@@ -299,9 +309,7 @@ def trials_table(view: RoundView) -> pd.DataFrame:
         point = trial["point"] or {}
         row = {"trial": trial["trial"], "status": trial["status"]}
         for dimension in view.plan.space.searched:
-            value = point.get(dimension.name)
-            row[HYPERPARAMETERS[dimension.name].label] = (
-                None if value is None else ui.format_number(value))
+            row[HYPERPARAMETERS[dimension.name].label] = point.get(dimension.name)
         row.update({"best dev accuracy": trial["best_dev_accuracy"],
                     "dev accuracy": trial["dev_accuracy"], "dev cost": trial["dev_cost"],
                     "steps": trial["step"], "seconds": trial["seconds"],
@@ -365,7 +373,10 @@ def parallel_figure(view: RoundView) -> go.Figure:
 def axis(dimension: Dimension, values: list) -> dict:
     """A parallel-coordinates axis on the dimension's sampling scale, ticks in values."""
     low, high = dimension.coordinate(dimension.low), dimension.coordinate(dimension.high)
-    ticks = sorted({round(low + (high - low) * i / 4, 6) for i in range(5)})
+    if dimension.scale in ("pow2", "int"):  # whole exponents or values
+        ticks = list(range(round(low), round(high) + 1))
+    else:
+        ticks = sorted({round(low + (high - low) * i / 4, 6) for i in range(5)})
     label = HYPERPARAMETERS[dimension.name].label.split(" (")[0]
     return {"label": label, "values": [dimension.coordinate(v) for v in values],
             "range": [low, high] if high > low else [low - 0.5, high + 0.5],
@@ -378,8 +389,7 @@ def axis(dimension: Dimension, values: list) -> dict:
 # ---------------------------------------------------------------------------
 
 
-def round_tools(trainer: Trainer, snapshot: Snapshot, study: Study,
-                rounds: list[RoundView]) -> None:
+def round_tools(trainer: Trainer, study: Study, rounds: list[RoundView]) -> None:
     numbers = [v.number for v in rounds]
     chosen = st.segmented_control("Round", numbers, default=numbers[-1], key="cv_round",
                                   format_func=lambda n: f"Round {n}") or numbers[-1]
@@ -389,7 +399,7 @@ def round_tools(trainer: Trainer, snapshot: Snapshot, study: Study,
     with left, st.container(border=True):
         coarse_to_fine(trainer, view)
     with right, st.container(border=True):
-        babysit(trainer, snapshot, study, view)
+        babysit(trainer, view)
     ui.show_flashes(channel="caviar_round")
 
 
@@ -418,7 +428,7 @@ def _narrow(trainer: Trainer, number: int) -> None:
     _start(trainer, plan, origin={"round": number, "best": best})
 
 
-def babysit(trainer: Trainer, snapshot: Snapshot, study: Study, view: RoundView) -> None:
+def babysit(trainer: Trainer, view: RoundView) -> None:
     st.markdown("**Babysit a trial (panda)**")
     ranked = view.ranked()
     if not ranked:
@@ -439,6 +449,7 @@ def babysit(trainer: Trainer, snapshot: Snapshot, study: Study, view: RoundView)
     st.button("Babysit this trial", type="primary", key=f"cv_babysit_{view.number}",
               icon=":material/child_care:", on_click=_babysit,
               args=(trainer, view.number))
+    st.page_link("app.py", label="The training page", icon=":material/monitoring:")
 
 
 def _babysit(trainer: Trainer, number: int) -> None:
@@ -462,7 +473,7 @@ def _babysit(trainer: Trainer, number: int) -> None:
         if ok:
             ui.flash("success", f"Trial {trial} of round {number} is now branch {branch} of "
                                 f"this run, paused at step {handoff.step}: open the "
-                                "training page and press Start.")
+                                "training page and press Start.", "caviar_round")
         return
     _new_run(handoff, snapshot)
 
@@ -480,6 +491,7 @@ def _new_run(handoff: Handoff, snapshot: Snapshot) -> None:
                  "caviar_round")
         return
     ui.forget_followed("hp_")
+    # "main": this page shows the new run next, which has no rounds (and no round tools)
     ui.flash("success", f"Trial {handoff.trial} of round {handoff.round} is now run "
                         f"{trainer.run_id}, paused at step {handoff.step} "
                         f"({handoff.note}): open the training page and press Start.")

@@ -102,3 +102,4 @@ def test_a_search_from_the_page_then_babysit_its_best(panda, ray_session):  # no
     new = panda.trainer()
     assert new.run_id != trainer.run_id and new.snapshot().step == best["step"]
     assert new.snapshot().checkpoints[0]["note"] == f"from caviar round 1 trial {best['trial']}"
+    assert any(f"is now run {new.run_id}" in s.value for s in at.success)
