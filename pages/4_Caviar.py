@@ -22,7 +22,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dlcore.caviar import Handoff, RoundView, Study, ray_missing
+from dlcore.caviar import Handoff, Study, ray_missing
+from dlcore.caviar_rounds import RoundView
 from dlcore.caviar_trial import ALGORITHMS, Plan
 from dlcore.search_space import HYPERPARAMETERS, Dimension, SearchSpace
 from dlcore.trainer import Snapshot, Trainer
