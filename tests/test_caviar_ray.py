@@ -1,8 +1,9 @@
 """Caviar on a real (local) Ray: two rounds of coarse to fine on digits, ASHA stopping the
 bad trials, the rounds reopened by a new Study, a trial babysat as a branch, cancel.
 
-One ``ray.init`` for the whole session (:func:`ray_session`, also used by the page's
-AppTest); small budgets, so the module takes well under a minute after Ray is up.
+One ``ray.init`` for the module (:func:`ray_session`; the page's AppTest with a real
+search is here too), shut down at its end so the rest of the suite runs without Ray;
+small budgets, so the module takes well under a minute after Ray is up.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ def require_ray():
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_session():
-    """Ray started once for every caviar test that needs it, shut down at the end."""
+    """Ray started once for every test here, shut down after them."""
     require_ray()
     from dlcore import caviar_ray
 
@@ -151,3 +152,51 @@ def test_an_unreachable_cluster_gets_a_message_that_says_what_to_do(ray_session,
         "Could not reach the Ray cluster at ray://127.0.0.1:1: ray client connection "
         "timeout. Check that the cluster runs and that PANDA_RAY_ADDRESS is right "
         "(ray://host:10001), or unset it to search on this machine.")
+
+
+# ---------------------------------------------------------------------------
+# The page (AppTest), on the same Ray
+# ---------------------------------------------------------------------------
+
+CAVIAR = "pages/4_Caviar.py"
+
+
+def settle(panda, at, ready, timeout: float = 180.0):
+    deadline = time.monotonic() + timeout
+    while not ready(at):
+        assert time.monotonic() < deadline, [m.value for m in at.markdown][-5:]
+        time.sleep(0.5)
+        at.run()
+    return at
+
+
+def test_a_search_from_the_page_then_babysit_its_best(panda, ray_session):
+    at = panda.run(CAVIAR)
+    trainer = panda.trainer()
+    at.checkbox(key="cv_hidden_units_on").uncheck()  # the run's architecture: a branch
+    at.number_input(key="cv_trials").set_value(4)
+    at.number_input(key="cv_budget").set_value(60)
+    at.number_input(key="cv_evaluations").set_value(2)
+    at.button(key="cv_start").click().run()
+    assert any("Round 1 started: 4 trial(s)" in s.value for s in at.success)
+    at = settle(panda, at, lambda at: any("Babysit a trial" in m.value for m in at.markdown))
+    view = Study(trainer.run_dir).view(1)
+    assert view.status == "finished", view.message
+    table = next(df.value for df in at.dataframe if "best dev accuracy" in df.value.columns)
+    assert list(table["trial"]) == [1, 2, 3, 4]
+    assert {"cv_alpha_1", "cv_parallel_1"} <= set(panda.charts(at))
+    best = view.ranked()[0]
+    assert at.selectbox(key="cv_trial_1").value == best["trial"]
+
+    at.button(key="cv_babysit_1").click().run()
+    snapshot = trainer.snapshot()
+    assert snapshot.branch == 1 and snapshot.step == best["step"]
+    assert any(f"is now branch 1 of this run, paused at step {best['step']}" in s.value
+               for s in at.success)
+
+    at.radio(key="cv_as_1").set_value("run")
+    at.button(key="cv_babysit_1").click().run()
+    new = panda.trainer()
+    assert new.run_id != trainer.run_id and new.snapshot().step == best["step"]
+    assert new.snapshot().checkpoints[0]["note"] == f"from caviar round 1 trial {best['trial']}"
+    assert any(f"is now run {new.run_id}" in s.value for s in at.success)
