@@ -82,36 +82,64 @@ _session_lock = threading.Lock()
 
 
 def connect() -> Session:
-    """``ray.init`` once per process (later calls return the same session)."""
-    global _session
+    """``ray.init`` once per process (later calls return the same session).
+
+    Called from any thread (a search's, which ends with its round), but ``ray.init``
+    runs in a thread of its own that lives as long as the process: a local Ray's
+    processes are started with the *thread's* death as their signal to die
+    (``PR_SET_PDEATHSIG``), so a Ray started by a finished search's thread would take its
+    object store down with it and the next round with the server.
+    """
     with _session_lock:
         if _session is not None and ray.is_initialized():
             return _session
-        for key, value in TUNE_ENVIRONMENT.items():
-            os.environ.setdefault(key, value)
-        address = os.environ.get(ADDRESS_VARIABLE) or None
-        options = {"include_dashboard": False, "log_to_driver": False,
-                   "logging_level": logging.WARNING, "ignore_reinit_error": True,
-                   "runtime_env": {"py_modules": [DLCORE_DIR], "env_vars": TUNE_ENVIRONMENT}}
-        if address is None:  # "local": never another Ray that happens to run here
-            options.update(num_cpus=os.cpu_count() or 1,
-                           object_store_memory=LOCAL_OBJECT_STORE_BYTES)
-        started = time.monotonic()
-        try:
-            ray.init(address=address or "local", **options)
-        except Exception as error:  # ConnectionError, TimeoutError, RuntimeError, ...
-            what = (f"reach the Ray cluster at {address}" if address
-                    else "start Ray on this machine")
-            hint = (f"Check that the cluster runs and that {ADDRESS_VARIABLE} is right "
-                    "(ray://host:10001), or unset it to search on this machine."
-                    if address else "See the server's log for Ray's own message.")
-            raise CaviarUnavailable(f"Could not {what}: {str(error).rstrip('. ')}. {hint}") \
-                from None
-        # Tune's end-of-fit summary looks for the CSV/JSON logs turned off above.
-        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        _session = Session(address or "local", max(1, cpus), time.monotonic() - started)
-        return _session
+        outcome: dict = {}
+        ready = threading.Event()
+
+        def keep():
+            try:
+                outcome["session"] = _init()
+            except BaseException as error:  # handed to the caller's thread
+                outcome["error"] = error
+            ready.set()
+            if "session" in outcome:
+                threading.Event().wait()  # forever: Ray's processes follow this thread
+
+        threading.Thread(target=keep, name="panda-ray", daemon=True).start()
+        ready.wait()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["session"]
+
+
+def _init() -> Session:
+    """The one ``ray.init``: local (every core, no dashboard) or ``$PANDA_RAY_ADDRESS``."""
+    global _session
+    for key, value in TUNE_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    address = os.environ.get(ADDRESS_VARIABLE) or None
+    options = {"include_dashboard": False, "log_to_driver": False,
+               "logging_level": logging.WARNING, "ignore_reinit_error": True,
+               "runtime_env": {"py_modules": [DLCORE_DIR], "env_vars": TUNE_ENVIRONMENT}}
+    if address is None:  # "local": never another Ray that happens to run here
+        options.update(num_cpus=os.cpu_count() or 1,
+                       object_store_memory=LOCAL_OBJECT_STORE_BYTES)
+    started = time.monotonic()
+    try:
+        ray.init(address=address or "local", **options)
+    except Exception as error:  # ConnectionError, TimeoutError, RuntimeError, ...
+        what = (f"reach the Ray cluster at {address}" if address
+                else "start Ray on this machine")
+        hint = (f"Check that the cluster runs and that {ADDRESS_VARIABLE} is right "
+                "(ray://host:10001), or unset it to search on this machine."
+                if address else "See the server's log for Ray's own message.")
+        raise CaviarUnavailable(f"Could not {what}: {str(error).rstrip('. ')}. {hint}") \
+            from None
+    # Tune's end-of-fit summary looks for the CSV/JSON logs turned off above.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    _session = Session(address or "local", max(1, cpus), time.monotonic() - started)
+    return _session
 
 
 # ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 
 import pytest
@@ -39,11 +40,16 @@ def require_ray():
 
 @pytest.fixture(scope="module")
 def ray_session():
-    """Ray started once for every test here, shut down after them."""
+    """Ray started once for every test here, shut down after them; started the way the
+    server starts it, from a search's thread that ends before the next round begins."""
     require_ray()
     from dlcore import caviar_ray
 
-    session = caviar_ray.connect()
+    started = {}
+    thread = threading.Thread(target=lambda: started.update(session=caviar_ray.connect()))
+    thread.start()
+    thread.join()
+    session = started["session"]
     yield session
     import ray
 
