@@ -218,6 +218,10 @@ class Study:
         ranked = view.ranked()
         space = view.plan.space.narrowed([t["point"] for t in ranked],
                                          [t["best_dev_accuracy"] for t in ranked], best)
+        if space == view.plan.space:
+            raise ValueError(f"the best {best} trials of round {number} spread over every "
+                             "range, so narrowing around them changes none: narrow around "
+                             "fewer of them, or start a round from the form")
         return dataclasses.replace(view.plan, space=space, seed=view.plan.seed + 1)
 
     def handoff(self, number: int, trial_number: int, data) -> Handoff:

@@ -15,6 +15,7 @@ run folder, kept in ``st.cache_resource``); this page only reads its pictures.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 
@@ -411,7 +412,8 @@ def coarse_to_fine(trainer: Trainer, view: RoundView) -> None:
                "own scale, widened by half their spread) and start the next round with "
                "the same budget and a new seed.")
     st.number_input("K (best trials)", min_value=1, max_value=max(1, scored),
-                    value=min(3, max(1, scored)), key=f"cv_best_{view.number}")
+                    value=max(1, math.ceil(0.25 * scored)), key=f"cv_best_{view.number}",
+                    help="Default: the best quarter, as dlcore.sampling.narrow_range keeps.")
     st.button(f"Narrow around the best and start round {view.number + 1}",
               key=f"cv_narrow_{view.number}", icon=":material/zoom_in:",
               disabled=not scored or bool(ray_missing()), on_click=_narrow,

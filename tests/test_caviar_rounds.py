@@ -126,6 +126,13 @@ def test_coarse_to_fine_makes_the_next_round(study, trainer):
     assert [v.number for v in study.views()] == [1, 2]
 
 
+def test_narrowing_that_would_change_nothing_says_so(study, trainer):
+    batches = SearchSpace((Dimension("batch_size", 16, 32),))  # two powers: no narrower
+    finished_round(study, trainer, Plan(batches, trials=3, budget=10, evaluations=1))
+    with pytest.raises(ValueError, match="narrowing around them changes none"):
+        study.narrowed_plan(1, best=3)
+
+
 def test_cancel_stops_the_search_and_leaves_the_run_alone(trainer, tmp_path):
     started = threading.Event()
 
