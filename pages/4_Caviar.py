@@ -199,22 +199,23 @@ def plan_from_form(trainer: Trainer) -> Plan:
                 keep_states=int(state["cv_keep"]))
 
 
-def _start(trainer: Trainer, plan: Plan | None = None, origin: Mapping | None = None) -> None:
+def _start(trainer: Trainer, plan: Plan | None = None, origin: Mapping | None = None,
+           channel: str = "caviar") -> None:
     study = study_for(trainer.snapshot().checkpoint_dir)
     try:
         plan = plan or plan_from_form(trainer)
         number = study.start(plan, trainer.config, trainer.data, origin)
         st.session_state.pop("cv_round", None)  # the new round is the one shown next
     except ValueError as error:
-        ui.flash("error", f"No search was started: {error}", "caviar")
+        ui.flash("error", f"No search was started: {error}", channel)
         return
     except OSError as error:
         ui.flash("error", f"No search was started: the run's folder refused the round "
-                          f"({error}).", "caviar")
+                          f"({error}).", channel)
         return
     ui.flash("success", f"Round {number} started: {plan.trials} trial(s) of at most "
                         f"{plan.budget:g} {plan.unit} each, on Ray. The live run is "
-                        "untouched.", "caviar")
+                        "untouched.", channel)
 
 
 # ---------------------------------------------------------------------------
@@ -426,7 +427,7 @@ def _narrow(trainer: Trainer, number: int) -> None:
     try:
         plan = study.narrowed_plan(number, best)
     except ValueError as error:
-        ui.flash("error", f"No round was started: {error}", "caviar")
+        ui.flash("error", f"No round was started: {error}.", "caviar_round")
         return
     _start(trainer, plan, origin={"round": number, "best": best})
 
