@@ -65,9 +65,11 @@ class Rollback:
 
 @dataclass(frozen=True)
 class Adopt:
-    """Continue from a sandbox's state: ``Sandbox.commit_payload()``."""
+    """Continue from a sandbox's state: ``Sandbox.commit_payload()``; ``note`` says where
+    it came from (a look-ahead candidate, a search trial)."""
 
     payload: tuple
+    note: str = "look-ahead candidate committed"
 
 
 @dataclass(frozen=True)

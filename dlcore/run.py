@@ -313,7 +313,7 @@ class Run:
                              "look-ahead started, is not in this run's history")
         self._save_branch_being_left("before committing a look-ahead")
         return self._restore(state, start_branch, start_step, None,
-                             note="look-ahead candidate committed", history=history,
+                             note=command.note, history=history,
                              events=events)
 
     def export(self, command: commands.Export) -> tuple[dict, dict]:

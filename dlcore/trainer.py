@@ -206,9 +206,11 @@ class Trainer:
 
     def adopt(self, sandbox) -> int:
         """Continue the run from a sandbox's state, on a new branch forked where the
-        sandbox started (recorded like a rollback). Returns the branch number.
+        sandbox started (recorded like a rollback, with the sandbox's ``note`` if it has
+        one, e.g. "from caviar round 2 trial 3"). Returns the branch number.
         """
-        return self._send(commands.Adopt(sandbox.commit_payload()), wait=True)
+        note = clean_note(getattr(sandbox, "note", "") or "look-ahead candidate committed")
+        return self._send(commands.Adopt(sandbox.commit_payload(), note), wait=True)
 
     def delete_checkpoint(self, checkpoint_id: str) -> None:
         """Delete a checkpoint file; never the one the run stands on."""

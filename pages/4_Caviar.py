@@ -483,13 +483,9 @@ def _babysit(trainer: Trainer, number: int) -> None:
 
 
 def _new_run(handoff: Handoff, snapshot: Snapshot) -> None:
-    runs = holder()
     config = handoff.config_for_new_run(snapshot.checkpoint_dir)
-    # RunHolder swaps the current Trainer for the one ``make`` builds (engine change
-    # requested: RunHolder.new_run(config, start_from=, note=) does this itself).
     try:
-        trainer = runs._replace(lambda: Trainer(config, runs.checkpoint_dir,
-                                                start_from=handoff.state, note=handoff.note))
+        trainer = holder().new_run(config, start_from=handoff.state, note=handoff.note)
     except (ValueError, OSError, MemoryError) as error:
         ui.flash("error", f"No new run was created; the current run is unchanged. {error}",
                  "caviar_round")

@@ -186,7 +186,8 @@ def describe_event(event: Mapping) -> str:
         return f"step {step} · checkpoint {event['checkpoint']} ({event['checkpoint_kind']}){note}"
     if kind == "rollback":
         if event.get("checkpoint") is None:  # a committed look-ahead forks at its start
-            return f"step {step} · look-ahead committed → branch {event['branch']}"
+            note = event.get("note") or "look-ahead committed"
+            return f"step {step} · {note} → branch {event['branch']}"
         return f"step {step} · rollback to {event['checkpoint']} → branch {event['branch']}"
     if kind == "autopilot":
         return f"step {step} · autopilot: {event['title']} ({event['evidence']})"

@@ -71,9 +71,13 @@ class RunHolder:
                            "Skipped: " + "; ".join(skipped))
         return Trainer(RunConfig(**DEFAULT_RUN), self.checkpoint_dir)
 
-    def new_run(self, config: RunConfig) -> Trainer:
-        """Create a run and make it the current one; ValueError leaves the current run as it was."""
-        return self._replace(lambda: Trainer(config, self.checkpoint_dir))
+    def new_run(self, config: RunConfig, start_from: tuple[dict, dict] | None = None,
+                note: str = "") -> Trainer:
+        """Create a run (from ``start_from``'s state if given, ``note`` on its initial
+        checkpoint) and make it the current one; ValueError leaves the current run as it
+        was."""
+        return self._replace(lambda: Trainer(config, self.checkpoint_dir,
+                                             start_from=start_from, note=note))
 
     def open_run(self, run_id: str) -> Trainer:
         """Reopen a saved run and make it the current one."""
