@@ -305,15 +305,39 @@ def live_view(render: Callable[[Snapshot], None], trainer: Trainer, page: Snapsh
     else:
         every = while_running if page.status == "running" else None
     drawn = steering(page)
+    # The view's last frame. A fragment's reruns call this same closure, so it lasts
+    # until the page reruns as a whole.
+    last: dict = {}
 
     @st.fragment(run_every=every)
     def view():
+        if _behind(last, every):  # this rerun waited for the last one: skip a frame
+            render(last["snapshot"])
+            last["done"] = time.monotonic()
+            return
         snapshot = trainer.snapshot()
         if steering(snapshot) != drawn:
             st.rerun(scope="app")
         render(snapshot)
+        last.update(snapshot=snapshot, done=time.monotonic())
 
     view()
+
+
+#: A live view's rerun that starts sooner than this share of its period after the last
+#: one finished was queued behind it, or behind another view's: the server is behind.
+BEHIND_SHARE = 0.5
+
+
+def _behind(last: dict, every: float | None) -> bool:
+    """Whether a live view should draw its last frame again instead of a new one.
+
+    The same snapshot draws the same figures, which the browser keeps as they are, and
+    the view costs the server little: refreshes never pile up behind each other, and a
+    click on another page is served at once.
+    """
+    return (every is not None and "snapshot" in last
+            and time.monotonic() - last["done"] < BEHIND_SHARE * every)
 
 
 def watch_run(trainer: Trainer, page: Snapshot) -> None:
