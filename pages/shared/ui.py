@@ -102,9 +102,10 @@ def format_percent(value) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
 
 
-#: What a tile's value can hold, in digit widths of its 36 px font: a tile's inside is
-#: 111 px on a 1400 px page with the 380 px sidebar (six tiles), a digit 18.5 px.
-TILE_WIDTH = 6.0
+#: What a tile's value can hold, in digit widths of its 36 px font (18.5 px): the inside
+#: of one of the training page's five tiles on a 1400 px page is 127 px beside a 380 px
+#: sidebar (143 px beside the 300 px one Streamlit starts with). 6.6 leaves 5 px spare.
+TILE_WIDTH = 6.6
 #: Characters narrower or wider than a digit in that font (measured in Chromium).
 _GLYPH_WIDTHS = {".": 0.4, ",": 0.4, " ": 0.4, "-": 0.6, "%": 1.4, "M": 1.3, "G": 1.3}
 
