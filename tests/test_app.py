@@ -350,10 +350,20 @@ def test_optimizer_switch_policy_previews_and_carries_the_moments(panda):
     assert policy.options == ["fresh (t = 0)", "carry what transfers"]
     policy.set_value("carry").run()
     at.button(key="preview_switch").click().run()
-    table = next(df.value for df in at.dataframe if "jump" in df.value.columns)
+    table = next(t.value for t in at.table if "jump" in t.value.columns)
     assert list(table["layer"]) == list(panda.trainer().snapshot().layers)
-    assert (table["before"] > 0).all() and (table["after"] > 0).all()
+    result = at.session_state["switch_preview"]["result"]
+    assert all(v > 0 for part in ("before", "after") for v in result[part].values())
+    assert all(jump.startswith("×") for jump in table["jump"])
+    assert any(c.value == "Previewed at step 20; the run is still there." for c in at.caption)
     assert panda.trainer().snapshot().step == 20  # previews run on sandboxes
+    panda.trainer().step(7)  # the run moves on: the preview is not stale for that
+    panda.wait_for(lambda s: s.step == 27 and s.status == "paused")
+    at.run()
+    assert any(c.value == "Previewed at step 20; the run is 7 steps further." for c in at.caption)
+    at.number_input(key="hp_beta").set_value(0.8).run()  # other settings: stale
+    assert any("for other settings" in c.value for c in at.caption)
+    at.number_input(key="hp_beta").set_value(0.9).run()
     at.button(key="apply").click().run()
     snapshot = panda.wait_for(lambda s: s.hparams["optimizer"] == "momentum")
     change = [e for e in snapshot.events if e["kind"] == "change"][-1]
