@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
 from pages.shared.ui import OPTIMIZER_NAMES, SCHEDULE_NAMES
+from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
 from tests.test_browser import step_count, wait_for
 
 pytestmark = pytest.mark.browser

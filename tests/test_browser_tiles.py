@@ -86,7 +86,8 @@ def test_tiles_fit_their_boxes_and_keep_the_exact_value_on_hover(tmp_path):
                 widen_sidebar_as_configured(page)
                 time.sleep(1)
             shown = tiles(page)
-            print(sidebar, {label: (t["value"], t["needs"], t["has"]) for label, t in shown.items()})
+            print(sidebar, {label: (t["value"], t["needs"], t["has"])
+                            for label, t in shown.items()})
             assert shown["α now"]["value"] == "2.78e-6"
             assert shown["Epoch"]["value"] == "65,432"
             assert_nothing_cut(shown)
