@@ -82,7 +82,8 @@ def test_batchnorm_page_shows_the_training_pages_windows(panda):
     assert at.segmented_control(key="bn_window").options == list(WINDOWS)
     lines = panda.charts(at)["bn_units_mean"]["data"]
     batch = next(t for t in lines if t["name"] == "mini-batch")
-    assert batch["legendgroup"] == "unit 0" and batch["mode"] == "markers"  # a short window: each mini-batch visible
+    # a short window: each mini-batch visible
+    assert batch["legendgroup"] == "unit 0" and batch["mode"] == "markers"
     at.segmented_control(key="bn_window").set_value("Last 500").run()
     charts = panda.charts(at)
     last_500 = list(range(550, 1001, 50))
@@ -150,7 +151,55 @@ def test_checkpoints_page_lists_compares_and_rolls_back(panda):
     snapshot = trainer.snapshot()
     assert snapshot.branch == 1 and snapshot.step == 0
     tree = panda.charts(at)["branch_tree"]
-    assert "branch 1" in tree["layout"]["yaxis"]["ticktext"]
+    assert tree["layout"]["yaxis"]["ticktext"] == ["branch 0", "branch 1 (now)"]
+
+
+def checkpoints_page():
+    """The Checkpoints page as a module (its table and tree), without running it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("checkpoints_page", CHECKPOINTS)
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    return page
+
+
+def test_branch_tree_draws_old_branches_solid_and_keeps_labels_apart(panda):
+    """Two pre-change checkpoints 20 steps apart on a 4,000-step lane: their labels would
+    overlap, so the second goes below the lane; a third that close keeps only its marker."""
+    page = checkpoints_page()
+    trained(panda, 10)
+    snapshot = panda.trainer().snapshot()
+    rows = [{"id": f"ckpt-{i:06d}", "step": step, "branch": 0, "kind": kind, "note": "",
+             "hparams": {}, "alpha": 1e-3}
+            for i, (step, kind) in enumerate([(0, "initial"), (2010, "pre-change"),
+                                              (2030, "pre-change"), (2040, "manual"),
+                                              (4020, "manual")])]
+    places = page.label_places(rows, page.LABEL_PLOT_PX / 4020)
+    assert places == {"ckpt-000000": "top center", "ckpt-000001": "top center",
+                      "ckpt-000002": "bottom center", "ckpt-000003": None,
+                      "ckpt-000004": "top center"}
+    tree = page.branch_tree_figure(rows, snapshot)
+    lanes = [t for t in tree.data if t.mode == "lines" and t.line.dash is None]
+    assert lanes and all(t.opacity in (None, 1) and t.line.width >= 3 for t in lanes)
+    manual = next(t for t in tree.data if t.name == "manual")
+    assert list(manual.text) == ["", "manual"] and manual.cliponaxis is False
+
+
+def test_checkpoint_table_keeps_missing_numbers_as_numbers(panda):
+    """A checkpoint between two evaluations has no accuracy: NaN in a float column (which
+    st.dataframe can show as "–"), never the object None."""
+    trained(panda, 10)
+    trainer = panda.trainer()
+    trainer.step(7)
+    panda.wait_for(lambda s: s.step == 17 and s.status == "paused")
+    trainer.checkpoint("between evaluations")
+    snapshot = trainer.snapshot()
+    table = checkpoints_page().checkpoint_table(list(snapshot.checkpoints), snapshot)
+    assert all(table[c].dtype == float for c in ("α", "train accuracy", "dev accuracy"))
+    newest = table.iloc[0]
+    assert newest["note"] == "between evaluations" and newest["dev accuracy"] != newest[
+        "dev accuracy"]  # NaN
 
 
 def test_delete_asks_for_confirmation_and_spares_the_current_checkpoint(panda):
