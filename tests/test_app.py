@@ -191,6 +191,8 @@ def test_uploaded_2d_file_starts_a_run_with_decision_regions(panda):
     at.button(key="create_run").click().run()
     snapshot = panda.trainer().snapshot()
     assert snapshot.dataset["n_features"] == 2 and snapshot.config["hidden"] == (8,)
+    # the file's own name, sanitised, in what the page says (the run keeps dataset.npz)
+    assert any("(data from two_blobs.npz)" in s.value for s in at.success)
     at.run()
     regions = panda.charts(at)["chart_decision_regions"]
     assert [t["type"] for t in regions["data"]] == ["heatmap", "scatter"]
