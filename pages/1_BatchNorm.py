@@ -33,6 +33,8 @@ CHART_ROWS = (("bn_accuracy_modes", "bn_gamma_beta"),
               ("bn_running_mean_heatmap", "bn_running_var_heatmap"),
               ("bn_units_mean", "bn_units_var"),
               ("bn_error_mean", "bn_error_var"))
+#: While training runs, a refresh with new data rebuilds one of these halves, in turn.
+REFRESH_GROUPS = (CHART_ROWS[0] + CHART_ROWS[1], CHART_ROWS[2] + CHART_ROWS[3])
 #: Margins fixed like the training page's live charts (``charts.LIVE_MARGIN``): plotly's
 #: automatic margins re-measure and redraw every chart at every refresh. Room on the
 #: right for a colour bar or the per-unit legend.
@@ -90,7 +92,7 @@ def view_options(snapshot: Snapshot) -> tuple[str, list[int], int | None]:
 
 def layer_view(snapshot: Snapshot, layer: str, units: list[int], window: int | None) -> None:
     """The eight charts, every one at its place; built before the first is drawn, so that
-    the browser swaps them all at once."""
+    the browser swaps them together."""
     figures = layer_figures(snapshot, layer, units, window)
     for row in CHART_ROWS:
         for column, key in zip(st.columns(2), row, strict=True):
@@ -99,31 +101,54 @@ def layer_view(snapshot: Snapshot, layer: str, units: list[int], window: int | N
 
 def layer_figures(snapshot: Snapshot, layer: str, units: list[int],
                   window: int | None) -> dict[str, go.Figure]:
-    """The charts' figures, built again only when there is something new to show.
+    """The charts' figures, each built again only when there is something new to show.
 
-    The BatchNorm picture changes at evaluations only. Between two, a refresh draws the
-    very same figures, which the browser keeps as they are instead of redrawing them.
+    The BatchNorm picture changes at evaluations only; an unchanged figure is kept as it
+    is by the browser, a new one is drawn afresh (Streamlit 1.67 remounts a plotly chart
+    whose figure changed). While training runs, a refresh rebuilds one half of the charts
+    (:data:`REFRESH_GROUPS`), the other half the next time: the browser redraws four charts
+    at a time, never eight, so a click waits at most for four.
     """
+    history = snapshot.bn[layer]["history"]
+    view = (snapshot.run_id, snapshot.branch, layer, tuple(units), window)
+    data = (len(snapshot.history["eval_step"]), len(history.get("eval_step", ())))
+    cached = st.session_state.get("bn_figures")
+    if cached is None or cached["view"] != view:  # another choice: all of it at once
+        cached = {"view": view, "figures": {}, "built": [None] * len(REFRESH_GROUPS),
+                  "next": 0}
+    stale = [g for g, built in enumerate(cached["built"]) if built != data]
+    if snapshot.status == "running" and len(stale) > 1:
+        stale = [cached["next"]]
+    if stale:
+        builders = chart_builders(snapshot, layer, units, window)
+        for group in stale:
+            cached["figures"].update({key: builders[key]() for key in REFRESH_GROUPS[group]})
+            cached["built"][group] = data
+            cached["next"] = (group + 1) % len(REFRESH_GROUPS)
+        st.session_state["bn_figures"] = cached
+    return cached["figures"]
+
+
+def chart_builders(snapshot: Snapshot, layer: str, units: list[int],
+                   window: int | None) -> dict:
+    """Per chart key, a function that builds its figure from this snapshot."""
     stats = snapshot.bn[layer]
     history = stats["history"]
-    frame = (snapshot.run_id, snapshot.branch, len(snapshot.history["eval_step"]),
-             len(history.get("eval_step", ())), layer, tuple(units), window)
-    cached = st.session_state.get("bn_figures")
-    if cached is not None and cached[0] == frame:
-        return cached[1]
     first = charts.first_step_shown(snapshot.history, window)
-    figures = {"bn_accuracy_modes": accuracy_modes_figure(snapshot.history, first),
-               "bn_gamma_beta": gamma_beta_figure(layer, stats)}
+    builders = {"bn_accuracy_modes": lambda: accuracy_modes_figure(snapshot.history, first),
+                "bn_gamma_beta": lambda: gamma_beta_figure(layer, stats)}
     for stat, label, scale in (("running_mean", "running μ", "RdBu"),
                                ("running_var", "running σ²", "Viridis")):
-        figures[f"bn_{stat}_heatmap"] = running_heatmap(history, layer, stat, label, scale,
-                                                        first)
+        builders[f"bn_{stat}_heatmap"] = (
+            lambda stat=stat, label=label, scale=scale:
+            running_heatmap(history, layer, stat, label, scale, first))
     for kind, symbol in (("mean", "μ"), ("var", "σ²")):
-        figures[f"bn_units_{kind}"] = unit_lines_figure(stats, layer, units, kind, symbol,
-                                                        first)
-        figures[f"bn_error_{kind}"] = estimate_error_figure(stats, layer, kind, symbol)
-    st.session_state["bn_figures"] = (frame, figures)
-    return figures
+        builders[f"bn_units_{kind}"] = (lambda kind=kind, symbol=symbol:
+                                        unit_lines_figure(stats, layer, units, kind, symbol,
+                                                          first))
+        builders[f"bn_error_{kind}"] = (lambda kind=kind, symbol=symbol:
+                                        estimate_error_figure(stats, layer, kind, symbol))
+    return builders
 
 
 def accuracy_modes_figure(history: Mapping, first_step: int | None) -> go.Figure:
