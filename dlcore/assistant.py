@@ -5,16 +5,20 @@ Each rule looks at a snapshot (``history``, ``events``, ``checkpoints``,
 a person can apply with one click (and undo through the pre-change
 checkpoint), or that the autopilot applies itself.
 
+- converged: train accuracy ~100 % and the mini-batch cost ~0, or a gradient norm that
+  vanished next to its early values → stop, or change the problem. No α, plateau or
+  ratio proposal then: with nothing left to learn, a tiny update-to-weight ratio means
+  the gradients vanished, not that α is too low;
 - plateau: the dev cost stopped improving → reduce α (ReduceLROnPlateau-like,
   with patience and cooldown);
+- overfitting: dev accuracy falls while train accuracy rises → L2 λ or dropout;
+- update-to-weight ratio far from ~1e-3 → α too high or too low;
+- early stopping: dev accuracy not improved for N evaluations → restore the best
+  checkpoint, never one worse than the run now (else pause).
 
 Every α proposal is relative to the α in force (``snapshot["alpha"]``, after any decay),
 not to ``hparams["lr"]``, the α₀ the schedule was anchored at; applying it sets α now
 (the schedule re-anchors there).
-- overfitting: dev accuracy falls while train accuracy rises → L2 λ or dropout;
-- update-to-weight ratio far from ~1e-3 → α too high or too low;
-- early stopping: dev accuracy not improved for N evaluations → restore the
-  best checkpoint.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class AssistantSettings:
     ratio_tolerance: float = 10.0  # "far" means more than this factor away
     ratio_steps: int = 100  # steps the ratio's median is taken over
     early_stop_patience: int = 10  # evaluations without a new best dev accuracy
+    converged_accuracy: float = 0.999  # train accuracy that leaves nothing to learn …
+    converged_cost: float = 1e-3  # … with a median mini-batch cost (ratio_steps) below this
+    vanished_gradient: float = 1e-4  # recent / early median gradient norm that has vanished
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,13 @@ def suggest(snapshot, settings: AssistantSettings = AssistantSettings()) -> list
     eval_steps = np.asarray(history.get("eval_step", ()))
     if _in_cooldown(snapshot, eval_steps, settings):
         return []
-    # The ratio rule first: when α is far too small the cost also plateaus, and
+    # 1) Converged: no α, plateau or ratio rule can help, and their evidence misleads
+    # (a ratio of 1e-18 is a vanished gradient, not a too small α).
+    converged = _converged(snapshot, history, hparams, settings)
+    if converged:
+        return converged + [s for s in _early_stopping(snapshot, history, hparams, settings)
+                            if "rollback" in s.action]  # converged already says "stop"
+    # 2) The ratio rule first: when α is far too small the cost also plateaus, and
     # "reduce α" would then be exactly wrong.
     suggestions = _update_ratio(snapshot, history, hparams, settings)
     too_low = any(s.rule == "update_ratio_low" for s in suggestions)
@@ -73,6 +86,47 @@ def _in_cooldown(snapshot, eval_steps, settings) -> bool:
         return False
     since = int(np.sum(eval_steps > max(changes)))
     return since < settings.cooldown
+
+
+def _converged(snapshot, history, hparams, settings):
+    """Nothing left to learn: the training set is fitted (train accuracy ~100 %, the
+    mini-batch cost ~0), or the gradient norm vanished next to its early values."""
+    n = settings.ratio_steps
+    cost = np.asarray(history.get("cost", ()))
+    train = np.asarray(history.get("train_accuracy", ()))
+    if len(cost) < n or not len(train):
+        return []
+    recent_cost = float(np.median(cost[-n:]))
+    fitted = (float(train[-1]) >= settings.converged_accuracy
+              and recent_cost <= settings.converged_cost)
+    grad = np.asarray(history.get("grad_norm", ()))
+    early = recent = None
+    if len(grad) >= 2 * n:  # an early window and a recent one that don't overlap
+        early, recent = float(np.median(grad[:n])), float(np.median(grad[-n:]))
+    vanished = early is not None and early > 0 and recent <= settings.vanished_gradient * early
+    if not (fitted or vanished):
+        return []
+    evidence = [f"train accuracy {float(train[-1]):.1%}, median mini-batch cost "
+                f"{recent_cost:.2g} over the last {n} steps"]
+    if early is not None:
+        evidence.append(f"gradient norm {recent:.2g}, {recent / early:.1g}× its early "
+                        f"{early:.2g}" if early > 0 else f"gradient norm {recent:.2g}")
+    dev = np.asarray(history.get("dev_accuracy", ()))
+    if len(dev):
+        evidence.append(f"dev accuracy {float(dev[-1]):.1%}")
+    title = ("Converged: nothing left to learn on this data; stop, or change the problem"
+             if fitted else
+             "Converged: the gradients vanished; stop, or change the problem")
+    return [
+        Suggestion(
+            "converged",
+            title,
+            "; ".join(evidence) + ". More steps, another α or a cut at a plateau can't "
+            "help now: pause here, or change the problem (more or harder data, another "
+            "network, regularisation if dev accuracy lags).",
+            {"pause": True},
+        )
+    ]
 
 
 def _plateau(snapshot, history, hparams, settings):
@@ -174,14 +228,20 @@ def _early_stopping(snapshot, history, hparams, settings):
         return []
     best_index = int(np.argmax(dev))
     best_step = int(history["eval_step"][best_index])
-    candidates = [c for c in lineage_checkpoints(snapshot) if "dev_accuracy" in c["metrics"]]
+    now = float(dev[-1])
+    # Only a checkpoint better than the run now: restoring a worse one would lose ground.
+    candidates = [c for c in lineage_checkpoints(snapshot)
+                  if (c.get("metrics") or {}).get("dev_accuracy", -1.0) > now]
     best = max(candidates, key=lambda c: (c["metrics"]["dev_accuracy"], -c["step"]), default=None)
     evidence = (
         f"dev accuracy has not beaten {dev[best_index]:.2%} (step {best_step}) in "
         f"the last {patience} evaluations"
     )
     if best is None:
-        return [Suggestion("early_stopping", "Early stopping: pause", evidence, {"pause": True})]
+        return [Suggestion("early_stopping", "Early stopping: pause",
+                           f"{evidence}; no checkpoint on this lineage is better than now "
+                           f"({now:.2%}), so there is nothing better to restore",
+                           {"pause": True})]
     return [
         Suggestion(
             "early_stopping",

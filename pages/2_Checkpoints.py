@@ -84,6 +84,9 @@ def checkpoint_list(snapshot: Snapshot) -> None:
 
 
 def checkpoint_table(rows: list[Mapping], snapshot: Snapshot) -> pd.DataFrame:
+    """The checkpoints, newest first. α and the accuracies are float columns, a missing
+    one NaN (a checkpoint between two evaluations has no metrics of its own), which
+    ``st.dataframe(placeholder="–")`` shows as "–" (without it, as "None")."""
     table = []
     for row in reversed(rows):
         metrics = row.get("metrics") or {}
@@ -97,7 +100,12 @@ def checkpoint_table(rows: list[Mapping], snapshot: Snapshot) -> pd.DataFrame:
             "saved": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["time"]))
             if row.get("time") else "",
         })
-    return pd.DataFrame(table)
+    frame = pd.DataFrame(table, columns=["last good", "id", "step", "branch", "kind", "note",
+                                         "α", "optimizer", "train accuracy", "dev accuracy",
+                                         "saved"])
+    numbers = ["α", "train accuracy", "dev accuracy"]
+    frame[numbers] = frame[numbers].astype(float)  # None → NaN: numbers, not objects
+    return frame
 
 
 def hparam_diff(row: Mapping, by_id: Mapping) -> str:
@@ -114,11 +122,25 @@ def hparam_diff(row: Mapping, by_id: Mapping) -> str:
     return f"vs {parent_id}: {ui.describe_changes(changes)}"
 
 
+#: Text labels in the branch tree take about this many px a character (size 10) …
+LABEL_CHAR_PX = 5.5
+#: … on a plot at least this wide (the page's main column beside a 380 px sidebar): two
+#: labels closer than that on one lane would overlap, so the second goes below the lane,
+#: a third is left to the marker's hover.
+LABEL_PLOT_PX = 640
+LABEL_PLACES = ("top center", "bottom center")
+
+
 def branch_tree_figure(rows: list[Mapping], snapshot: Snapshot) -> go.Figure:
-    """Steps on x, one lane per branch; forks drawn from the parent lane to the new one."""
+    """Steps on x, one lane per branch; forks drawn from the parent lane to the new one.
+
+    Every branch is drawn solid: old ones are part of the story (what was tried), the
+    current one is thicker and named so on its axis label.
+    """
     by_id = {row["id"]: row for row in rows}
     lanes = sorted(set(snapshot.branches) | {row["branch"] for row in rows})
     fig = charts.new_figure("Branch tree", "", height=min(600, 160 + 60 * len(lanes)))
+    spans = {}
     for number in lanes:
         branch = snapshot.branches.get(number)
         own_steps = [row["step"] for row in rows if row["branch"] == number]
@@ -127,25 +149,23 @@ def branch_tree_figure(rows: list[Mapping], snapshot: Snapshot) -> go.Figure:
         end = max([fork, *own_steps, int(steps[-1]) if len(steps) else 0])
         if number == snapshot.branch:
             end = max(end, snapshot.step)
+        spans[number] = (fork, end)
+        current = number == snapshot.branch
         color = charts.BRANCH_COLORS[number % len(charts.BRANCH_COLORS)]
-        fig.add_trace(go.Scatter(x=[fork, end], y=[number, number], mode="lines",
-                                 line={"color": color, "width": 4}, opacity=0.5,
-                                 hoverinfo="skip", showlegend=False))
+        fig.add_trace(go.Scatter(
+            x=[fork, end], y=[number, number], mode="lines",
+            line={"color": color, "width": 6 if current else 3}, showlegend=False,
+            hovertext=f"branch {number}: steps {fork:,}–{end:,}"
+                      + (" (the run now)" if current else ""), hoverinfo="text"))
         if branch and branch["parent_branch"] is not None:
             fig.add_trace(go.Scatter(
                 x=[fork, fork], y=[branch["parent_branch"], number], mode="lines",
                 line={"color": color, "width": 2, "dash": "dot"}, showlegend=False,
                 hovertext=f"branch {number} forked from {branch['from_checkpoint']} "
                           f"at step {fork}", hoverinfo="text"))
-    # Checkpoints at the same point (a manual one and a pre-change one at one step) get
-    # their labels above, below, then beside each other.
-    places = ("top center", "bottom center", "middle right", "middle left")
-    seen: dict[tuple, int] = {}
-    label_place = {}
-    for row in rows:
-        spot = (row["step"], row["branch"])
-        label_place[row["id"]] = places[seen.get(spot, 0) % len(places)]
-        seen[spot] = seen.get(spot, 0) + 1
+    first = min((fork for fork, _ in spans.values()), default=0)
+    last = max((end for _, end in spans.values()), default=0)
+    places = label_places(rows, LABEL_PLOT_PX / max(1, last - first))
     for kind, (symbol, color) in KIND_STYLES.items():
         group = [row for row in rows if row["kind"] == kind]
         if not group:
@@ -153,8 +173,9 @@ def branch_tree_figure(rows: list[Mapping], snapshot: Snapshot) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=[row["step"] for row in group], y=[row["branch"] for row in group],
             mode="markers+text" if len(rows) <= 30 else "markers", name=kind,
-            text=[kind for _ in group], textfont={"size": 10},
-            textposition=[label_place[row["id"]] for row in group],
+            text=[kind if places[row["id"]] else "" for row in group], textfont={"size": 10},
+            textposition=[places[row["id"]] or "top center" for row in group],
+            cliponaxis=False,  # a label above the top lane stays whole
             marker={"symbol": symbol, "color": color, "size": 12,
                     "line": {"width": 1, "color": "white"}},
             hovertext=[f"{ui.checkpoint_label(row)}<br>α = {ui.format_number(row.get('alpha'))}<br>"
@@ -167,10 +188,31 @@ def branch_tree_figure(rows: list[Mapping], snapshot: Snapshot) -> go.Figure:
                              hovertext=f"the run now: step {snapshot.step}, branch "
                                        f"{snapshot.branch} ({snapshot.status})",
                              hoverinfo="text"))
-    fig.update_yaxes(tickvals=lanes, ticktext=[f"branch {n}" for n in lanes],
-                     autorange="reversed", zeroline=False, showgrid=False)
+    fig.update_yaxes(tickvals=lanes, zeroline=False, showgrid=False,
+                     ticktext=[f"branch {n} (now)" if n == snapshot.branch else f"branch {n}"
+                               for n in lanes],
+                     range=[max(lanes, default=0) + 0.6, min(lanes, default=0) - 0.6])
     fig.update_layout(legend={"title": {"text": "kind"}})
     return fig
+
+
+def label_places(rows: list[Mapping], px_per_step: float) -> dict[str, str | None]:
+    """Per checkpoint id: where its text label goes ("top center", "bottom center"), or
+    None where either place would overlap a label already placed on its lane (it keeps
+    its marker and hover). Placed in step order, so the earlier checkpoint wins."""
+    taken: dict[tuple, list] = {}
+    places = {}
+    for row in sorted(rows, key=lambda r: (r["branch"], r["step"])):
+        centre = row["step"] * px_per_step
+        half = LABEL_CHAR_PX * len(row["kind"]) / 2 + 4  # 4 px between two labels
+        places[row["id"]] = None
+        for place in LABEL_PLACES:
+            spans = taken.setdefault((row["branch"], place), [])
+            if all(centre + half <= left or centre - half >= right for left, right in spans):
+                spans.append((centre - half, centre + half))
+                places[row["id"]] = place
+                break
+    return places
 
 
 # ---------------------------------------------------------------------------

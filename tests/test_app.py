@@ -197,6 +197,8 @@ def test_uploaded_2d_file_starts_a_run_with_decision_regions(panda):
     at.button(key="create_run").click().run()
     snapshot = panda.trainer().snapshot()
     assert snapshot.dataset["n_features"] == 2 and snapshot.config["hidden"] == (8,)
+    # the file's own name, sanitised, in what the page says (the run keeps dataset.npz)
+    assert any("(data from two_blobs.npz)" in s.value for s in at.success)
     at.run()
     regions = panda.charts(at)["chart_decision_regions"]
     assert [t["type"] for t in regions["data"]] == ["heatmap", "scatter"]
@@ -293,6 +295,57 @@ def test_autopilot_toggle_applies_suggestions_and_logs_them(panda):
     assert not at.toggle(key="autopilot").value
 
 
+def run_of(panda, steps: int, **config):
+    """A new run of ``config`` (no periodic checkpoints), ``steps`` steps trained."""
+    from dlcore.trainer import RunConfig
+    from pages.shared.engine import holder
+
+    at = panda.run()
+    trainer = holder().new_run(RunConfig(**config))
+    trainer.step(steps)
+    panda.wait_for(lambda s: s.step == steps and s.status == "paused", timeout=60)
+    return at.run()
+
+
+#: Three well separated blobs: a small network fits them exactly within 1,500 steps.
+SEPARABLE = {"dataset": "blobs", "dataset_params": {"n_samples": 200, "spread": 0.2},
+             "hidden": (8,), "lr": 0.05, "batch_size": 32, "eval_every": 20}
+
+
+def test_assistant_tells_a_converged_run_to_stop_instead_of_raising_alpha(panda):
+    at = run_of(panda, 1500, **SEPARABLE)
+    history = panda.trainer().snapshot().history
+    assert history["train_accuracy"][-1] == 1.0 and np.median(history["cost"][-100:]) < 1e-3
+    titles = [m.value for m in at.markdown]
+    assert any("Converged: nothing left to learn on this data; stop, or change the problem"
+               in t for t in titles), titles
+    assert not any(word in t for t in titles for word in ("α looks", "Plateau", "restore"))
+    pause = next(b for b in at.button if b.key.startswith("assistant_apply_")
+                 and b.key.endswith("converged"))
+    assert pause.label == "Pause" and pause.disabled  # the run is paused already
+    panda.trainer().start()
+    panda.wait_for(lambda s: s.status == "running")
+    at.run()
+    next(b for b in at.button if b.key.endswith("converged")).click().run()
+    assert panda.wait_for(lambda s: s.status == "paused")
+    assert any("Start continues the run" in s.value for s in at.success)
+
+
+def test_early_stopping_without_periodic_checkpoints_never_restores_a_worse_one(panda):
+    """Noisy blobs: dev accuracy peaked and has not come back. The only checkpoint is the
+    run's first one (an untrained network): restoring it would lose everything."""
+    at = run_of(panda, 400, dataset="blobs", dataset_params={"n_samples": 300, "spread": 2.5},
+                hidden=(16,), lr=0.05, eval_every=10)
+    snapshot = panda.trainer().snapshot()
+    assert [c["kind"] for c in snapshot.checkpoints] == ["initial"]
+    assert snapshot.checkpoints[0]["metrics"]["dev_accuracy"] < snapshot.history[
+        "dev_accuracy"][-1]
+    assert any(m.value == "**Early stopping: pause**" for m in at.markdown)
+    assert any("no checkpoint on this lineage is better than now" in c.value
+               for c in at.caption)
+    assert not any("restore" in m.value for m in at.markdown)
+
+
 def test_optimizer_switch_policy_previews_and_carries_the_moments(panda):
     at = panda.run()
     panda.trainer().step(20)
@@ -305,10 +358,20 @@ def test_optimizer_switch_policy_previews_and_carries_the_moments(panda):
     assert policy.options == ["fresh (t = 0)", "carry what transfers"]
     policy.set_value("carry").run()
     at.button(key="preview_switch").click().run()
-    table = next(df.value for df in at.dataframe if "jump" in df.value.columns)
+    table = next(t.value for t in at.table if "jump" in t.value.columns)
     assert list(table["layer"]) == list(panda.trainer().snapshot().layers)
-    assert (table["before"] > 0).all() and (table["after"] > 0).all()
+    result = at.session_state["switch_preview"]["result"]
+    assert all(v > 0 for part in ("before", "after") for v in result[part].values())
+    assert all(jump.startswith("×") for jump in table["jump"])
+    assert any(c.value == "Previewed at step 20; the run is still there." for c in at.caption)
     assert panda.trainer().snapshot().step == 20  # previews run on sandboxes
+    panda.trainer().step(7)  # the run moves on: the preview is not stale for that
+    panda.wait_for(lambda s: s.step == 27 and s.status == "paused")
+    at.run()
+    assert any(c.value == "Previewed at step 20; the run is 7 steps further." for c in at.caption)
+    at.number_input(key="hp_beta").set_value(0.8).run()  # other settings: stale
+    assert any("for other settings" in c.value for c in at.caption)
+    at.number_input(key="hp_beta").set_value(0.9).run()
     at.button(key="apply").click().run()
     snapshot = panda.wait_for(lambda s: s.hparams["optimizer"] == "momentum")
     change = [e for e in snapshot.events if e["kind"] == "change"][-1]

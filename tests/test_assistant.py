@@ -20,6 +20,8 @@ def fake_snapshot(
     events=(),
     checkpoints=(),
     hparams=HPARAMS,
+    cost=None,
+    grad_norm=None,
 ):
     """A snapshot-shaped dict of a run with the given curves (healthy by default)."""
     steps = n_evals * eval_every
@@ -29,6 +31,9 @@ def fake_snapshot(
     return {
         "history": {
             "step": np.arange(1, steps + 1),
+            "cost": np.geomspace(2.3, 0.2, steps) if cost is None else np.asarray(cost),
+            "grad_norm": (np.geomspace(1.0, 0.3, steps) if grad_norm is None
+                          else np.asarray(grad_norm)),
             "update_ratio/fc1": ratio * np.exp(rng.normal(0, 0.2, steps)),
             "update_ratio/fc2": ratio * np.exp(rng.normal(0, 0.2, steps)),
             "eval_step": evals,
@@ -141,3 +146,57 @@ def test_alpha_proposals_start_from_the_alpha_in_force_not_the_schedules_anchor(
         # applying it sets α now (the schedule re-anchors there), as the title says
         trainer.update(lr=proposal)
         assert trainer.snapshot().alpha == pytest.approx(proposal)
+
+
+def converged_snapshot(dev=None, **curves):
+    """Digits after a minute: every training example right, the cost 1e-6, the gradients
+    a millionth of their early size, and so an update-to-weight ratio of 3e-18."""
+    steps = 20 * 50
+    if dev is None:
+        dev = np.concatenate([np.linspace(0.5, 0.975, 8), np.full(12, 0.975)])
+    return fake_snapshot(
+        train_acc=np.concatenate([np.linspace(0.5, 1.0, 8), np.ones(12)]), dev_acc=dev,
+        dev_cost=np.concatenate([np.linspace(1, 0.09, 8), np.full(12, 0.09)]),
+        cost=np.geomspace(2.3, 1e-6, steps), grad_norm=np.geomspace(1.0, 1e-6, steps),
+        ratio=3e-18, **curves)
+
+
+def test_a_converged_run_is_told_to_stop_not_to_raise_alpha():
+    suggestions = suggest(converged_snapshot())
+    assert [s.rule for s in suggestions] == ["converged"]  # no α, plateau or ratio move
+    converged = suggestions[0]
+    assert "nothing left to learn" in converged.title and "change the problem" in converged.title
+    assert "train accuracy 100.0%" in converged.evidence
+    assert converged.action == {"pause": True}
+
+
+def test_a_vanished_gradient_counts_as_converged_too():
+    steps = 20 * 50
+    snapshot = fake_snapshot(grad_norm=np.geomspace(1.0, 1e-7, steps), ratio=1e-12)
+    suggestions = suggest(snapshot)
+    assert [s.rule for s in suggestions] == ["converged"]
+    assert "gradients vanished" in suggestions[0].title
+    assert "gradient norm" in suggestions[0].evidence
+
+
+def test_a_converged_run_may_still_go_back_to_a_better_checkpoint():
+    checkpoints = [{"id": "ckpt-000004", "branch": 0, "step": 400,
+                    "metrics": {"dev_accuracy": 0.98}}]
+    dev = np.concatenate([np.linspace(0.5, 0.98, 8), np.full(12, 0.975)])  # best at 400
+    suggestions = suggest(converged_snapshot(dev, checkpoints=checkpoints))
+    assert [s.rule for s in suggestions] == ["converged", "early_stopping"]
+    assert suggestions[1].action == {"rollback": "ckpt-000004"}
+
+
+def test_early_stopping_never_restores_a_checkpoint_worse_than_now():
+    """The run's initial checkpoint (dev 6.7 %) is on every lineage; now dev is 94 %."""
+    dev = np.concatenate([np.linspace(0.5, 0.95, 8), np.full(12, 0.94)])
+    checkpoints = [
+        {"id": "ckpt-000000", "branch": 0, "step": 0, "metrics": {"dev_accuracy": 0.067}},
+        {"id": "ckpt-000001", "branch": 0, "step": 300, "metrics": {"dev_accuracy": 0.94}},
+        {"id": "ckpt-000002", "branch": 0, "step": 350, "metrics": {}},
+    ]
+    suggestions = [s for s in suggest(fake_snapshot(dev_acc=dev, checkpoints=checkpoints))
+                   if s.rule == "early_stopping"]
+    assert [s.action for s in suggestions] == [{"pause": True}]
+    assert "no checkpoint on this lineage is better than now" in suggestions[0].evidence

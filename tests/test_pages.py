@@ -37,11 +37,76 @@ def test_batchnorm_page_shows_heatmaps_per_unit_and_step(panda):
     assert len(panda.values(trace["z"])) == units  # one row per unit of bn1
     assert {"bn_running_var_heatmap", "bn_units_mean", "bn_error_var", "bn_gamma_beta",
             "bn_accuracy_modes"} <= set(charts)
-    names = {t["name"] for t in charts["bn_units_mean"]["data"]}
-    assert {"unit 0 running", "unit 0 mini-batch", "unit 0 population"} <= names
+    names = {(t["legendgroup"], t["name"]) for t in charts["bn_units_mean"]["data"]}
+    assert {("unit 0", "running"), ("unit 0", "mini-batch"),
+            ("unit 0", "population (now)")} <= names
     error = next(t for t in charts["bn_error_var"]["data"] if t["name"].startswith("error"))
     assert panda.values(error["y"]) == panda.trainer().snapshot().bn["bn1"]["var_error"].tolist()
     assert any("test time" in m.value for m in at.markdown)
+
+
+BATCHNORM_CHARTS = ["bn_accuracy_modes", "bn_gamma_beta", "bn_running_mean_heatmap",
+                    "bn_running_var_heatmap", "bn_units_mean", "bn_units_var", "bn_error_mean",
+                    "bn_error_var"]
+
+
+def test_batchnorm_page_always_draws_the_same_eight_charts(panda):
+    """Same elements in the same order whatever the data: a refresh replaces each chart
+    in place (nothing appears, disappears or moves)."""
+    panda.run()
+    at = panda.run(BATCHNORM)  # step 0: one evaluation
+    assert [c.key for c in at.get("plotly_chart")] == BATCHNORM_CHARTS
+    at.multiselect(key="bn_units_bn1").set_value([]).run()  # no unit selected
+    assert [c.key for c in at.get("plotly_chart")] == BATCHNORM_CHARTS
+    note = panda.charts(at)["bn_units_mean"]["layout"]["annotations"][0]["text"]
+    assert note == "Select units above"
+    trained(panda, 100)
+    at.run()
+    assert [c.key for c in at.get("plotly_chart")] == BATCHNORM_CHARTS
+
+
+def batchnorm_page():
+    """The BatchNorm page as a module (its figure functions), without running it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("batchnorm_page", BATCHNORM)
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    return page
+
+
+def test_batchnorm_page_shows_the_training_pages_windows(panda):
+    from pages.panels.live import WINDOWS
+
+    trained(panda, 1000)  # 21 evaluations, every 50 steps
+    at = panda.run(BATCHNORM)
+    assert at.segmented_control(key="bn_window").options == list(WINDOWS)
+    lines = panda.charts(at)["bn_units_mean"]["data"]
+    batch = next(t for t in lines if t["name"] == "mini-batch")
+    # a short window: each mini-batch visible
+    assert batch["legendgroup"] == "unit 0" and batch["mode"] == "markers"
+    at.segmented_control(key="bn_window").set_value("Last 500").run()
+    charts = panda.charts(at)
+    last_500 = list(range(550, 1001, 50))
+    assert panda.values(charts["bn_running_mean_heatmap"]["data"][0]["x"]) == last_500
+    running = next(t for t in charts["bn_units_mean"]["data"] if t["name"] == "running")
+    assert panda.values(running["x"]) == last_500
+    assert panda.values(charts["bn_accuracy_modes"]["data"][0]["x"]) == last_500
+
+
+def test_batchnorm_long_windows_smooth_mini_batch_statistics_and_cap_heatmaps(panda):
+    page = batchnorm_page()
+    stats = trained(panda, 1000).bn["bn1"]
+    steps = list(stats["history"]["eval_step"])
+    page.MAX_BATCH_MARKERS, page.MAX_HEATMAP_COLUMNS = 10, 8  # as if 21 were many
+    lines = page.unit_lines_figure(stats, "bn1", [0], "mean", "μ", None)
+    assert [t.name for t in lines.data] == ["running", "mini-batch, smoothed",
+                                            "population (now)"]
+    assert lines.data[1].mode == "lines"
+    heatmap = page.running_heatmap(stats["history"], "bn1", "running_var", "σ²", "Viridis",
+                                   None).data[0]
+    assert list(heatmap.x) == steps[::-3][::-1]  # every 3rd, back from the newest
+    assert len(heatmap.z[0]) == len(heatmap.x) == 7
 
 
 def test_batchnorm_page_follows_the_chosen_layer(panda):
@@ -91,7 +156,55 @@ def test_checkpoints_page_lists_compares_and_rolls_back(panda):
     snapshot = trainer.snapshot()
     assert snapshot.branch == 1 and snapshot.step == 0
     tree = panda.charts(at)["branch_tree"]
-    assert "branch 1" in tree["layout"]["yaxis"]["ticktext"]
+    assert tree["layout"]["yaxis"]["ticktext"] == ["branch 0", "branch 1 (now)"]
+
+
+def checkpoints_page():
+    """The Checkpoints page as a module (its table and tree), without running it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("checkpoints_page", CHECKPOINTS)
+    page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(page)
+    return page
+
+
+def test_branch_tree_draws_old_branches_solid_and_keeps_labels_apart(panda):
+    """Two pre-change checkpoints 20 steps apart on a 4,000-step lane: their labels would
+    overlap, so the second goes below the lane; a third that close keeps only its marker."""
+    page = checkpoints_page()
+    trained(panda, 10)
+    snapshot = panda.trainer().snapshot()
+    rows = [{"id": f"ckpt-{i:06d}", "step": step, "branch": 0, "kind": kind, "note": "",
+             "hparams": {}, "alpha": 1e-3}
+            for i, (step, kind) in enumerate([(0, "initial"), (2010, "pre-change"),
+                                              (2030, "pre-change"), (2040, "manual"),
+                                              (4020, "manual")])]
+    places = page.label_places(rows, page.LABEL_PLOT_PX / 4020)
+    assert places == {"ckpt-000000": "top center", "ckpt-000001": "top center",
+                      "ckpt-000002": "bottom center", "ckpt-000003": None,
+                      "ckpt-000004": "top center"}
+    tree = page.branch_tree_figure(rows, snapshot)
+    lanes = [t for t in tree.data if t.mode == "lines" and t.line.dash is None]
+    assert lanes and all(t.opacity in (None, 1) and t.line.width >= 3 for t in lanes)
+    manual = next(t for t in tree.data if t.name == "manual")
+    assert list(manual.text) == ["", "manual"] and manual.cliponaxis is False
+
+
+def test_checkpoint_table_keeps_missing_numbers_as_numbers(panda):
+    """A checkpoint between two evaluations has no accuracy: NaN in a float column (which
+    st.dataframe can show as "–"), never the object None."""
+    trained(panda, 10)
+    trainer = panda.trainer()
+    trainer.step(7)
+    panda.wait_for(lambda s: s.step == 17 and s.status == "paused")
+    trainer.checkpoint("between evaluations")
+    snapshot = trainer.snapshot()
+    table = checkpoints_page().checkpoint_table(list(snapshot.checkpoints), snapshot)
+    assert all(table[c].dtype == float for c in ("α", "train accuracy", "dev accuracy"))
+    newest = table.iloc[0]
+    assert newest["note"] == "between evaluations" and newest["dev accuracy"] != newest[
+        "dev accuracy"]  # NaN
 
 
 def test_delete_asks_for_confirmation_and_spares_the_current_checkpoint(panda):

@@ -53,13 +53,16 @@ def assistant_view(trainer: Trainer, snapshot: Snapshot) -> None:
         st.caption("No suggestions: no plateau, no sign of overfitting, the update-to-weight "
                    "ratio is near 1e-3 (or there are too few steps and evaluations to tell).")
     for i, suggestion in enumerate(suggestions):
+        pause = "pause" in suggestion.action
         with st.container(horizontal=True, vertical_alignment="center"):
             with st.container():
                 st.markdown(f"**{suggestion.title}**")
                 st.caption(suggestion.evidence)
-            st.button("Apply", key=f"assistant_apply_{i}_{suggestion.rule}",
+            # "Stop" advice is a pause: nothing to apply while the run is not training.
+            st.button("Pause" if pause else "Apply", key=f"assistant_apply_{i}_{suggestion.rule}",
                       on_click=_apply_suggestion, args=(trainer, suggestion),
-                      icon=":material/auto_fix_high:", width="content",
+                      icon=":material/pause:" if pause else ":material/auto_fix_high:",
+                      width="content", disabled=pause and snapshot.status != "running",
                       help=_undo_note(suggestion))
     undo = st.session_state.get("assistant_undo_point")
     if undo and undo["run_id"] == snapshot.run_id:

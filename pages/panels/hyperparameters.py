@@ -89,12 +89,31 @@ def panel(trainer: Trainer, snapshot: Snapshot) -> None:
         st.caption("The fields show the run's current values.")
     switch.panel(trainer, snapshot, values)
     schedule_preview(values, snapshot)
-    with st.expander("Formulas", icon=":material/function:"):
+    formulas(values)
+    # Keyed, so that the expander inside stays as the user left it when the fields above
+    # add or drop widgets (the β's of another optimizer, a schedule's parameters).
+    with st.container(key="sampling"):
+        sampling.panel(values, BETA_LABELS, _slider_from_alpha)
+
+
+#: The formulas' size: KaTeX's display size (1.21 em) is larger than the sidebar's text,
+#: and an expander in a 380 px sidebar leaves them 286 px; at this size every
+#: optimizer's rule and every decay but the polynomial one fit (Adam: 192 px).
+FORMULA_SIZE = r"\scriptsize "
+
+
+def formulas(values: dict) -> None:
+    """The update rule and the decay of the fields' optimizer and schedule.
+
+    The expander keeps its state in the session (a key, ``on_change="rerun"``): it stays
+    open or closed as the user left it while fields above it come and go.
+    """
+    with st.expander("Formulas", icon=":material/function:", key="formulas_open",
+                     on_change="rerun"):
         st.markdown(f"**{ui.OPTIMIZER_NAMES[values['optimizer']]}**")
-        st.latex(optimizer_formula(values["optimizer"]))
+        st.latex(FORMULA_SIZE + optimizer_formula(values["optimizer"]))
         st.markdown(f"**Decay: {ui.SCHEDULE_NAMES[values['schedule']]}**")
-        st.latex(schedule_formula(values["schedule"]))
-    sampling.panel(values, BETA_LABELS, _slider_from_alpha)
+        st.latex(FORMULA_SIZE + schedule_formula(values["schedule"]))
 
 
 # ---------------------------------------------------------------------------

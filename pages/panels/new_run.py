@@ -156,7 +156,8 @@ def _create_run() -> None:
                                init=state["new_init"], seed=int(state["new_seed"]),
                                dtype=state["new_dtype"],
                                checkpoint_every=int(state["new_checkpoint_every"]))
-            _switch_run(lambda: holder().new_run(config), "No new run was created")
+            source = f" (data from {name})" if state["new_dataset"] == "upload" else ""
+            _switch_run(lambda: holder().new_run(config), "No new run was created", source)
     except (ValueError, MemoryError) as error:  # a bad hidden-size text or a missing file
         ui.flash("error", f"No new run was created; the current run is unchanged. {error}",
                  channel="new_run")
@@ -178,8 +179,11 @@ def _reopen_run() -> None:
     _switch_run(lambda: holder().open_run(run_id), f"Could not reopen {run_id}")
 
 
-def _switch_run(make, failure: str) -> None:
-    """Make a new current run; on failure say why, the current run stays as it was."""
+def _switch_run(make, failure: str, source: str = "") -> None:
+    """Make a new current run; on failure say why, the current run stays as it was.
+
+    ``source`` names an uploaded file: the run keeps its copy as ``dataset.<suffix>``,
+    so this message is where the user sees which file it was."""
     try:
         trainer = make()
     except (ValueError, OSError, MemoryError) as error:
@@ -187,5 +191,5 @@ def _switch_run(make, failure: str) -> None:
                  channel="new_run")
         return
     ui.forget_followed("hp_")  # every field follows the new run
-    ui.flash("success", f"Now on run {trainer.run_id} at step {trainer.snapshot().step}, "
-                        "paused: press Start to train.")
+    ui.flash("success", f"Now on run {trainer.run_id}{source} at step "
+                        f"{trainer.snapshot().step}, paused: press Start to train.")

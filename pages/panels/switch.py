@@ -21,7 +21,7 @@ MOMENT_POLICIES = {"fresh": "fresh (t = 0)", "carry": "carry what transfers"}
 def panel(trainer: Trainer, snapshot: Snapshot, values: dict) -> None:
     if values["optimizer"] == snapshot.hparams["optimizer"]:
         return
-    with st.container(border=True):
+    with st.container(border=True, key="switch"):
         carry = st.radio(
             "Moments on switch", list(MOMENT_POLICIES), format_func=MOMENT_POLICIES.get,
             key="switch_moments", horizontal=True,
@@ -30,7 +30,7 @@ def panel(trainer: Trainer, snapshot: Snapshot, values: dict) -> None:
                  "Nesterov's v ↔ Adam's first moment, RMSprop's s ↔ Adam's second moment, "
                  "so the step size need not jump.") == "carry"
         changes = switch_changes(values, snapshot)
-        request = (snapshot.run_id, snapshot.branch, snapshot.step, repr(changes), carry)
+        request = (snapshot.run_id, snapshot.branch, repr(changes), carry)
         st.button("Preview the switch", key="preview_switch", icon=":material/preview:",
                   on_click=_preview_switch, args=(trainer, changes, carry, request),
                   help="Take the next step on two sandbox copies of the run, with the "
@@ -39,18 +39,31 @@ def panel(trainer: Trainer, snapshot: Snapshot, values: dict) -> None:
         preview = st.session_state.get("switch_preview")
         if preview is None:
             return
-        if preview["request"] != request:
-            st.caption("The preview below was for other settings or an earlier step; "
-                       "preview again.")
-        st.dataframe(switch_table(preview["result"]), hide_index=True, key="switch_table",
-                     column_config={"before": st.column_config.NumberColumn(format="%.1e"),
-                                    "after": st.column_config.NumberColumn(format="%.1e"),
-                                    "jump": st.column_config.NumberColumn(
-                                        format="%.2g×", help="after / before")})
-        st.caption(f"Effective step ‖ΔW‖/‖W‖ per layer: the next step with "
-                   f"{ui.OPTIMIZER_NAMES[snapshot.hparams['optimizer']]} (before) and with "
+        # Live, so that "the run is N steps further" follows the run as it trains.
+        ui.live_view(lambda s: st.caption(preview_status(preview, request, s)), trainer,
+                     snapshot)
+        st.table(switch_table(preview["result"]), hide_index=True)
+        st.caption(f"Effective step ‖ΔW‖/‖W‖ per layer on the same mini-batch: the next step "
+                   f"with {ui.OPTIMIZER_NAMES[preview['before']]} (now) and with "
                    f"{ui.OPTIMIZER_NAMES[preview['optimizer']]} "
-                   f"({MOMENT_POLICIES[preview['policy']]}) on the same mini-batch.")
+                   f"({MOMENT_POLICIES[preview['policy']]}) after; jump = after / now.")
+
+
+def preview_status(preview: dict, request: tuple, snapshot: Snapshot) -> str:
+    """Where the preview was taken and whether it still answers the fields' question.
+
+    A preview is stale only when the settings (or the run, or its branch) differ: a run
+    that trained on since is the same question, a few steps later."""
+    if preview["request"][:2] != request[:2]:
+        return (f"Previewed at step {preview['step']:,} on another run or branch; "
+                "preview again for this one.")
+    if preview["request"] != request:
+        return (f"Previewed at step {preview['step']:,} for other settings than the fields "
+                "hold now: preview again.")
+    moved = snapshot.step - preview["step"]
+    further = ("the run is still there" if moved == 0 else
+               f"the run is {moved:,} step{'s' if moved != 1 else ''} further")
+    return f"Previewed at step {preview['step']:,}; {further}."
 
 
 def switch_changes(values: dict, snapshot: Snapshot) -> dict:
@@ -71,13 +84,25 @@ def _preview_switch(trainer: Trainer, changes: dict, carry: bool, request: tuple
     except ValueError as error:
         ui.flash("error", f"No preview: {error}", channel="switch")
         return
+    info = state[1]["info"]  # the exported state's step and optimizer
     st.session_state["switch_preview"] = {"request": request, "result": result,
+                                          "step": int(info["step"]),
+                                          "before": info["hparams"]["optimizer"],
                                           "optimizer": changes["optimizer"],
                                           "policy": "carry" if carry else "fresh"}
 
 
 def switch_table(result) -> pd.DataFrame:
+    """One row per layer, narrow enough for the sidebar: "1.2e-3", "×3.1"."""
     before, after = result["before"], result["after"]
-    return pd.DataFrame([{"layer": layer, "before": before[layer], "after": after.get(layer),
-                          "jump": after.get(layer) / before[layer]
-                          if before[layer] else None} for layer in before])
+    rows = []
+    for layer, now in before.items():
+        new = after.get(layer)
+        jump = new / now if now and new is not None else None
+        rows.append({"layer": layer, "now": _ratio(now), "after": _ratio(new),
+                     "jump": "–" if jump is None else f"×{jump:.2g}"})
+    return pd.DataFrame(rows, columns=["layer", "now", "after", "jump"])
+
+
+def _ratio(value) -> str:
+    return "–" if value is None else f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e")
