@@ -108,8 +108,10 @@ _KINDS: dict[str, _Kind] = {
     "polynomial": _Kind(
         _polynomial,
         {"end": 0.0, "total": 100, "power": 1.0},
-        r"\alpha = (\alpha_0 - \text{end}) \left(1 - \frac{\min(\text{epoch}, \text{total})}"
-        r"{\text{total}}\right)^{\text{power}} + \text{end}",
+        r"""\begin{aligned}
+\alpha &= (\alpha_0 - \text{end})\, r^{\text{power}} + \text{end} \\
+r &= 1 - \min(\text{epoch}, \text{total}) / \text{total}
+\end{aligned}""",
     ),
     "piecewise": _Kind(
         _piecewise,

@@ -68,6 +68,7 @@ def checkpoint_list(snapshot: Snapshot) -> None:
     st.caption(f"{len(rows)} checkpoint(s) in `{snapshot.checkpoint_dir}` · {watching} · "
                "\"last good\" marks the newest checkpoint the run can fall back to.")
     st.dataframe(checkpoint_table(rows, snapshot), hide_index=True, key="checkpoint_table",
+                 placeholder="–",
                  column_config={
                      "last good": st.column_config.CheckboxColumn(
                          help="The newest checkpoint the run can fall back to (the one "

@@ -86,7 +86,10 @@ def choose(page, label: str, text: str) -> None:
 
 
 def step_count(page) -> int:
-    return int(metric(page, "Step").replace(",", ""))
+    """The Step tile as a number; it may abbreviate (1.47M: then to that precision)."""
+    shown = metric(page, "Step").replace(",", "").strip()
+    scale = {"k": 1e3, "M": 1e6, "G": 1e9}.get(shown[-1:], 1)
+    return int(float(shown.rstrip("kMG")) * scale)
 
 
 def test_a_babysitting_session_in_the_browser(tmp_path):
