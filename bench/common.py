@@ -93,14 +93,18 @@ def fill_history(trainer, steps: int, eval_every: int = 50, random: bool = False
     def column(n, dtype, shape=()):
         return rng.random((n, *shape)).astype(dtype) if random else np.zeros((n, *shape), dtype)
 
-    rows = {name: column(steps, dtype) for name, (dtype, _) in branch.steps.schema.items()}
+    rows = {name: column(steps, dtype, shape)
+            for name, (dtype, shape) in branch.steps.schema.items()}
     rows["step"] = np.arange(1, steps + 1)
     n_evals = steps // eval_every
-    evals = {name: column(n_evals, dtype) for name, (dtype, _) in branch.evals.schema.items()}
+    evals = {name: column(n_evals, dtype, shape)
+             for name, (dtype, shape) in branch.evals.schema.items()}
     evals["eval_step"] = np.arange(1, n_evals + 1) * eval_every
     iterator = run.state.iterator
     with run.lock:
-        branch.steps.extend(rows)
+        for start in range(0, steps, 10_000):  # as training does: old rows get bucketed
+            branch.steps.extend({name: column[start:start + 10_000]
+                                 for name, column in rows.items()})
         branch.evals.extend(evals)
         if branch.bn is not None:
             bn_row = {name: column(1, dtype, shape)[0]
@@ -111,6 +115,16 @@ def fill_history(trainer, steps: int, eval_every: int = 50, random: bool = False
         iterator.load_state_dict({**iterator.state_dict(),
                                   "epoch": steps // iterator.batches_per_epoch})
     run.publish_state()
+
+
+def history_mb(trainer) -> float:
+    """MB held by the history of every branch of a Trainer's run (allocated, not used)."""
+    tables = []
+    for branch in trainer._run.tree.branches.values():
+        tables += [branch.steps.exact, branch.steps.buckets, branch.evals]
+        if branch.bn is not None:
+            tables.append(branch.bn)
+    return sum(c.nbytes for t in tables for c in t._data.values()) / 1e6
 
 
 def chart_bytes(at) -> int:

@@ -83,20 +83,29 @@ def rate_between(run_dir: Path, start: float, end: float) -> float:
     return (s1 - s0) / (t1 - t0)
 
 
+def pause_button(page):
+    """The controls' Pause (the assistant may offer a "Pause …" of its own)."""
+    return page.locator(".st-key-pause button").first
+
+
+def start_button(page):
+    return page.locator(".st-key-start button").first
+
+
 def throughput_with_and_without_page(folder: Path, phase_seconds: float, phases: int):
     run_dir = folder / "mnist-like"
     with_page, without_page = [], []
     with streamlit_server(folder, folder / "server.log") as (url, _), chromium_page() as page:
         page.goto(url)
-        page.get_by_role("button", name="Start").wait_for(timeout=120_000)
-        page.get_by_role("button", name="Start").click()
-        page.get_by_role("button", name="Pause").wait_for(timeout=60_000)
+        start_button(page).wait_for(timeout=120_000)
+        start_button(page).click()
+        pause_button(page).wait_for(timeout=60_000)
         time.sleep(3)  # warm up
         for i in range(phases):
             for open_page in (False, True) if i % 2 == 0 else (True, False):
                 if open_page:
                     page.goto(url)
-                    page.get_by_role("button", name="Pause").wait_for(timeout=60_000)
+                    pause_button(page).wait_for(timeout=60_000)
                     time.sleep(2)
                 else:
                     page.goto("about:blank")
@@ -107,7 +116,7 @@ def throughput_with_and_without_page(folder: Path, phase_seconds: float, phases:
                 rate = rate_between(run_dir, start, end)
                 (with_page if open_page else without_page).append(rate)
         page.goto(url)
-        page.get_by_role("button", name="Pause").click()
+        pause_button(page).click()
     return with_page, without_page
 
 

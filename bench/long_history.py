@@ -32,7 +32,13 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bench.common import chart_bytes, machine_report, median_range, print_table  # noqa: E402
+from bench.common import (  # noqa: E402
+    chart_bytes,
+    history_mb,
+    machine_report,
+    median_range,
+    print_table,
+)
 from dlcore import loop  # noqa: E402
 from dlcore.trainer import RunConfig, Trainer  # noqa: E402
 
@@ -74,15 +80,6 @@ def rss_mb() -> float:
 def folder_size(folder: Path) -> tuple[float, int]:
     files = [p for p in folder.rglob("*") if p.is_file()]
     return sum(p.stat().st_size for p in files) / 1e6, len(files)
-
-
-def history_mb(trainer: Trainer) -> float:
-    tables = []
-    for branch in trainer._run.tree.branches.values():
-        tables += [branch.steps.exact, branch.steps.buckets, branch.evals]
-        if branch.bn is not None:
-            tables.append(branch.bn)
-    return sum(c.nbytes for t in tables for c in t._data.values()) / 1e6
 
 
 def wait_steps(trainer: Trainer, target: int) -> None:
