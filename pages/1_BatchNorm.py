@@ -14,7 +14,6 @@ import streamlit as st
 
 from dlcore.downsample import downsample, smooth
 from dlcore.trainer import Snapshot
-from pages.panels.live import CHART_REFRESH_SECONDS, WINDOWS
 from pages.shared import charts, ui
 
 #: Heatmaps show at most this many evaluations (the newest, then every k-th one back):
@@ -67,7 +66,7 @@ def main() -> None:
         return
     layer, units, window = view_options(snapshot)
     ui.live_view(lambda s: layer_view(s, layer, units, window), trainer, snapshot,
-                 while_running=CHART_REFRESH_SECONDS)
+                 while_running=charts.CHART_REFRESH_SECONDS)
 
 
 def view_options(snapshot: Snapshot) -> tuple[str, list[int], int | None]:
@@ -81,13 +80,13 @@ def view_options(snapshot: Snapshot) -> tuple[str, list[int], int | None]:
         units = st.multiselect("Units to follow", list(range(n_units)),
                                default=list(range(min(3, n_units))), key=f"bn_units_{layer}",
                                format_func=lambda u: f"unit {u}", max_selections=8)
-        choice = st.segmented_control("Steps shown", list(WINDOWS), default="All",
+        choice = st.segmented_control("Steps shown", list(charts.WINDOWS), default="All",
                                       key="bn_window",
                                       help="The last N steps or the whole lineage, as on the "
                                            "training page.")
     with top[0]:
         st.markdown(EXPLANATION)
-    return layer, units, WINDOWS.get(choice or "All")
+    return layer, units, charts.WINDOWS.get(choice or "All")
 
 
 def layer_view(snapshot: Snapshot, layer: str, units: list[int], window: int | None) -> None:

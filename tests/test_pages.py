@@ -76,7 +76,7 @@ def batchnorm_page():
 
 
 def test_batchnorm_page_shows_the_training_pages_windows(panda):
-    from pages.panels.live import WINDOWS
+    from pages.shared.charts import WINDOWS
 
     trained(panda, 1000)  # 21 evaluations, every 50 steps
     at = panda.run(BATCHNORM)

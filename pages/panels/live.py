@@ -10,24 +10,18 @@ from dlcore.trainer import Snapshot, Trainer
 from pages.shared import charts, ui
 from pages.shared.live_chart import live_chart
 
-WINDOWS = {"Last 500": 500, "Last 5,000": 5_000, "Last 50,000": 50_000, "All": None}
-#: The learning curves redraw every 2 s while training, the tiles above them every second:
-#: the browser redrawing four plotly charts takes about 0.4 of a core at once a second,
-#: taken from the training thread on a two-core machine (bench/RESULTS.md).
-CHART_REFRESH_SECONDS = 2.0
-
 
 def panel(trainer: Trainer, snapshot: Snapshot) -> None:
     options = chart_options()
     ui.live_view(tiles, trainer, snapshot)
     ui.live_view(lambda s: live_charts(s, **options), trainer, snapshot,
-                 while_running=CHART_REFRESH_SECONDS)
+                 while_running=charts.CHART_REFRESH_SECONDS)
 
 
 def chart_options() -> dict:
     """The window, the x axis, the cost's scale and its smoothing, as the user set them."""
     with st.container(horizontal=True, vertical_alignment="center"):
-        choice = st.segmented_control("Window", list(WINDOWS), default="All", key="window",
+        choice = st.segmented_control("Window", list(charts.WINDOWS), default="All", key="window",
                                       label_visibility="collapsed",
                                       help="Show the last N steps or the whole lineage.")
         axis = st.segmented_control("x axis", list(charts.X_AXES), default="step",
@@ -42,7 +36,7 @@ def chart_options() -> dict:
                               "average v = β·v + (1 − β)·J, shown with its bias correction "
                               "v / (1 − βᵗ): it averages about the last 1/(1 − β) steps. "
                               "0 shows the raw cost.")
-    return {"window": WINDOWS.get(choice or "All"), "log_y": log_y, "beta": beta,
+    return {"window": charts.WINDOWS.get(choice or "All"), "log_y": log_y, "beta": beta,
             "axis": axis or "step"}
 
 

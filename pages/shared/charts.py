@@ -45,6 +45,14 @@ EVENT_STYLES = {
 # ---------------------------------------------------------------------------
 
 
+#: The windows of steps a chart can show: the last N steps, or the whole lineage.
+WINDOWS = {"Last 500": 500, "Last 5,000": 5_000, "Last 50,000": 50_000, "All": None}
+#: The live charts redraw every 2 s while training (the tiles every second): the browser
+#: redrawing four plotly charts takes about 0.4 of a core at once a second, taken from the
+#: training thread on a two-core machine (bench/RESULTS.md).
+CHART_REFRESH_SECONDS = 2.0
+
+
 def first_step_shown(history: Mapping, window: int | None) -> int | None:
     """The first step inside the window "last ``window`` steps" (None: everything)."""
     steps = history["step"]
@@ -316,29 +324,36 @@ def smoothed_cost(history: Mapping, first_step: int | None, beta: float) -> np.n
 X_AXES = {"step": "step", "epoch": "epoch", "time": "time"}
 
 
-def on_x_axis(figure: go.Figure, history: Mapping, axis: str) -> go.Figure:
-    """The figure with its x values (steps) shown as epochs or wall-clock time instead.
-
-    Epochs are fractional: the steps of one epoch spread over it evenly. A history
-    without times (written before Panda recorded them) stays on steps.
-    """
-    if axis == "step":
-        return figure
+def axis_values(history: Mapping, axis: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(steps, x)``: every step the history holds (bucketed, then exact) and where it
+    lies on ``axis``: the step itself, the fractional epoch (the steps of one epoch spread
+    over it evenly) or the Unix time it was recorded. None if the history can't say
+    (fewer than two steps; times from before Panda recorded them)."""
     steps = np.concatenate([history.get("buckets/step", np.empty(0, np.int64)),
                             history["step"]]).astype(np.float64)
+    if len(steps) < 2:
+        return None
+    if axis == "step":
+        return steps, steps
     if axis == "time":
         x = np.concatenate([history.get("buckets/time", np.empty(0)), history["time"]])
-        if not len(x) or not np.all(np.isfinite(x)):
-            return figure
-        x = x * 1000.0  # plotly's date axis counts milliseconds
-    else:
-        epochs = np.concatenate([history.get("buckets/epoch", np.empty(0, np.int32)),
-                                 history["epoch"]]).astype(np.float64)
-        _, first, index, counts = np.unique(epochs, return_index=True, return_inverse=True,
-                                            return_counts=True)
-        x = epochs + (np.arange(len(epochs)) - first[index]) / counts[index]
-    if len(steps) < 2:
+        return (steps, x) if np.all(np.isfinite(x)) else None
+    epochs = np.concatenate([history.get("buckets/epoch", np.empty(0, np.int32)),
+                             history["epoch"]]).astype(np.float64)
+    _, first, index, counts = np.unique(epochs, return_index=True, return_inverse=True,
+                                        return_counts=True)
+    return steps, epochs + (np.arange(len(epochs)) - first[index]) / counts[index]
+
+
+def on_x_axis(figure: go.Figure, history: Mapping, axis: str) -> go.Figure:
+    """The figure with its x values (steps) shown as epochs or wall-clock time instead
+    (:func:`axis_values`); a history that can't say stays on steps."""
+    mapping = axis_values(history, axis) if axis != "step" else None
+    if mapping is None:
         return figure
+    steps, x = mapping
+    if axis == "time":
+        x = x * 1000.0  # plotly's date axis counts milliseconds
     for trace in figure.data:
         if trace.x is None or trace.xaxis not in (None, "x"):
             continue

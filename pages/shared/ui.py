@@ -85,16 +85,18 @@ def messages(trainer: Trainer, snapshot: Snapshot) -> None:
 
 
 def format_number(value) -> str:
-    """Compact and exact enough for hyperparameters: 0.001, 3.16e-05, 64, adam."""
+    """Compact and exact enough for hyperparameters: 0.001, 3.16e-05, 64, adam, (128, 64),
+    {decay_rate=0.5}."""
     if isinstance(value, bool) or value is None:
         return str(value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
         return f"{value:.3g}"
-    if isinstance(value, (dict, tuple, list)) or hasattr(value, "items"):
-        items = value.items() if hasattr(value, "items") else enumerate(value)
-        return "{" + ", ".join(f"{k}={format_number(v)}" for k, v in items) + "}" if items else "{}"
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(format_number(v) for v in value) + ")"
+    if hasattr(value, "items"):
+        return "{" + ", ".join(f"{k}={format_number(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
