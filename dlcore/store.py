@@ -182,12 +182,13 @@ class RunStore:
                 numbers.append(int(digits))
         return max(numbers)
 
-    def read_checkpoint(self, path: Path) -> tuple[dict, dict]:
+    def read_checkpoint(self, path: Path, meta_only: bool = False) -> tuple[dict, dict]:
         """A checkpoint file, its metadata's own fields checked (not yet against the run:
-        see ``TrainingState.from_checkpoint``). CheckpointError naming the file."""
+        see ``TrainingState.from_checkpoint``). CheckpointError naming the file.
+        ``meta_only``: no arrays read (they come back empty)."""
         if not ckptio.CHECKPOINT_ID.match(path.stem):
             raise CheckpointError(f"{path.name}: not a checkpoint name (ckpt-NNNNNN.npz)")
-        arrays, meta = ckptio.read(path, CHECKPOINT_FORMAT)
+        arrays, meta = ckptio.read(path, CHECKPOINT_FORMAT, meta_only=meta_only)
         try:
             check_info(meta["info"], path.stem)
         except CheckpointError as error:

@@ -13,23 +13,24 @@ The UI reads :meth:`Trainer.snapshot`, an immutable copy (:mod:`dlcore.snapshot`
 Where the rest lives: the worker's side of each command in :mod:`dlcore.run`, the
 training step in :mod:`dlcore.loop`, the state it trains in :mod:`dlcore.state`, the
 branches and their history in :mod:`dlcore.branches`, the folder on disk in
-:mod:`dlcore.store`, hyperparameters in :mod:`dlcore.hparams`.
+:mod:`dlcore.store`, reading a run back from it in :mod:`dlcore.reopen`, hyperparameters
+in :mod:`dlcore.hparams`.
 """
 
 from __future__ import annotations
 
-import collections
 import queue
 import threading
 from pathlib import Path
 
 from dlcore import analysis, commands
-from dlcore.branches import JOURNAL_FORMAT, BranchTree, check_journal
+from dlcore.branches import BranchTree
 from dlcore.checkpoint import CheckpointError
 from dlcore.history import Schemas
 from dlcore.hparams import RUN_SETTINGS, RunConfig, check_number, validate_hparams
+from dlcore.reopen import reopened
 from dlcore.run import HANDLERS, STATUSES, Run, read_checked_checkpoint
-from dlcore.snapshot import Snapshot, freeze
+from dlcore.snapshot import Snapshot
 from dlcore.state import TrainingState
 from dlcore.store import (
     CHECKPOINT_FORMAT,
@@ -38,7 +39,6 @@ from dlcore.store import (
     RunStore,
     clean_note,
     list_runs,
-    prepare,
 )
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_KINDS", "MAX_NOTE_LENGTH", "STATUSES", "RunConfig",
@@ -122,7 +122,7 @@ class Trainer:
         store.check_layout()
         store.clean_temporaries()
         trainer = cls.__new__(cls)
-        trainer._attach(_reopened(store, config))
+        trainer._attach(reopened(store, config))
         return trainer
 
     def _attach(self, run: Run) -> None:
@@ -327,54 +327,3 @@ class Trainer:
                 reply.done.set()
 
 
-def _reopened(store: RunStore, config: RunConfig) -> Run:
-    """A run as its folder holds it, at its newest valid checkpoint."""
-    data = prepare(store.dataset_source(config), config)
-    # 1) every checkpoint, fully checked; the newest valid one is where the run resumes
-    checkpoints, damaged, newest = [], [], None
-    for path in store.checkpoint_files():
-        try:
-            _, meta, state = read_checked_checkpoint(store, path, config, data)
-        except CheckpointError as error:
-            damaged.append({"file": path.name, "reason": str(error)})
-            continue
-        checkpoints.append(freeze(meta["info"]))
-        newest = (meta, state)
-    store.start_seq_after(store.highest_seq())
-    if newest is None:
-        raise ValueError(f"run {store.run_id!r} has no usable checkpoint "
-                         f"({len(damaged)} damaged)")
-    meta, state = newest
-    info = meta["info"]
-    # 2) every branch's history from the journal, up to its newest checkpoint
-    store.drop_journals_after(info["seq"])
-    schemas = Schemas.of(state.network)
-    registry = {int(n): dict(r) for n, r in meta["branches"].items()}
-    chunks = collections.defaultdict(list)
-    for path in store.journal_files():
-        try:
-            arrays, journal_meta = store.read_journal(path, JOURNAL_FORMAT)
-            check_journal(arrays, journal_meta, schemas)
-        except (CheckpointError, KeyError, TypeError, ValueError) as error:
-            damaged.append({"file": f"journal/{path.name}", "reason": str(error)})
-            continue
-        chunks[journal_meta["branch"]].append((arrays, journal_meta))
-        registry.setdefault(journal_meta["branch"], journal_meta["branch_info"])
-    last_steps = collections.defaultdict(lambda: -1)
-    for c in checkpoints:
-        last_steps[c["branch"]] = max(last_steps[c["branch"]], c["step"])
-    tree = BranchTree.rebuild(schemas, registry, chunks, last_steps,
-                              {c["id"]: c.get("event_count") for c in checkpoints},
-                              active=info["branch"])
-    run = Run(config, data, store, state, tree)
-    run.checkpoints.listed, run.checkpoints.damaged = checkpoints, damaged
-    run.checkpoints.last_good = info["id"]
-    run.checkpoints.last_periodic_time = max(
-        (c["time"] for c in checkpoints if c["kind"] == "periodic"), default=None)
-    # 3) the picture at the step it stands on (evaluated there unless it was)
-    evals = tree.current.evals.view()["eval_step"]
-    record = not len(evals) or evals[-1] != state.step
-    if record:
-        run.evaluate()
-    run.live_views.publish(run, record=record)
-    return run

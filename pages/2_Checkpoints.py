@@ -20,6 +20,7 @@ from dlcore.downsample import downsample
 from dlcore.export import history_csv, model_files
 from dlcore.retention import RetentionPolicy
 from dlcore.trainer import Snapshot, Trainer
+from pages.panels import compare_runs
 from pages.shared import charts, ui
 from pages.shared.disk import checkpoint_folder, checkpoints_on_disk
 
@@ -34,8 +35,8 @@ KIND_STYLES = {
     "final": ("square", "#2ca02c"),
 }
 COMPARED_HPARAMS = ("optimizer", "lr", "beta", "beta1", "beta2", "eps", "schedule",
-                    "schedule_params", "batch_size", "l2", "keep_prob", "bn_momentum",
-                    "eval_every")
+                    "schedule_params", "schedule_unit", "batch_size", "l2", "l1", "keep_prob",
+                    "bn_momentum", "eval_every")
 
 
 def main() -> None:
@@ -51,6 +52,7 @@ def main() -> None:
     retention_panel(trainer, snapshot)
     export(trainer, snapshot, ids, labels)
     compare(trainer, snapshot, rows, ids, labels)
+    compare_runs.panel(snapshot)
 
 
 # ---------------------------------------------------------------------------
