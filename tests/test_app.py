@@ -7,6 +7,7 @@ the snapshot until the worker is done and then reruns the page.
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 import pytest
@@ -181,6 +182,26 @@ def test_bad_upload_shows_the_reason_and_keeps_the_run(panda):
     at.button(key="create_run").click().run()
     errors = " ".join(e.value for e in at.error)
     assert "numbers.csv" in errors and "header" in errors
+    assert panda.trainer().run_id == run_id
+
+
+def test_an_upload_claiming_a_huge_array_gets_a_message_not_a_traceback(panda):
+    """An .npz whose header claims 2^40 rows: refused from the header, nothing allocated."""
+    from tests.test_data_files import _npy_header
+
+    at = panda.run()
+    run_id = panda.trainer().run_id
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("X.npy", _npy_header((2**40, 2)) + b"\0" * 64)
+        z.writestr("y.npy", _npy_header((2**40,), "<i8") + b"\0" * 64)
+    at.radio(key="new_dataset").set_value("upload").run()
+    at.file_uploader(key="new_upload").upload("huge.npz", archive.getvalue(),
+                                              "application/octet-stream")
+    at.button(key="create_run").click().run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "huge.npz" in errors and "16.0 TB" in errors
     assert panda.trainer().run_id == run_id
 
 
