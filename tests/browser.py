@@ -136,3 +136,10 @@ def screenshot(page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def button(page, key: str):
+    """The button Streamlit renders for widget ``key`` ("start", "pause", "step_100",
+    "apply"...). By key, not by label: the assistant offers its own "Pause" and "Apply α
+    = ..." buttons, so a label can name two buttons on one page."""
+    return page.locator(f".st-key-{key} button")

@@ -354,9 +354,10 @@ def test_assistant_tells_a_converged_run_to_stop_instead_of_raising_alpha(panda)
 
 def test_early_stopping_without_periodic_checkpoints_never_restores_a_worse_one(panda):
     """Noisy blobs: dev accuracy peaked and has not come back. The only checkpoint is the
-    run's first one (an untrained network): restoring it would lose everything."""
+    run's first one (an untrained network; "save each new best" is off too): restoring it
+    would lose everything."""
     at = run_of(panda, 400, dataset="blobs", dataset_params={"n_samples": 300, "spread": 2.5},
-                hidden=(16,), lr=0.05, eval_every=10)
+                hidden=(16,), lr=0.05, eval_every=10, retention={"save_best": False})
     snapshot = panda.trainer().snapshot()
     assert [c["kind"] for c in snapshot.checkpoints] == ["initial"]
     assert snapshot.checkpoints[0]["metrics"]["dev_accuracy"] < snapshot.history[

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
+from tests.browser import button, chromium_page, require_browser, screenshot, streamlit_server
 
 pytestmark = pytest.mark.browser
 
@@ -104,13 +104,13 @@ def test_a_babysitting_session_in_the_browser(tmp_path):
         screenshot(page, "01_first_start")
 
         # 2) Start, and the step count rises while we watch
-        page.get_by_role("button", name="Start").click()
+        button(page, "start").click()
         first = wait_for(lambda: step_count(page) > 0 and step_count(page), what="training")
         wait_for(lambda: step_count(page) > first + 20, what="the step count to keep rising")
 
         # 3) change α and Apply: the tile shows it and every chart marks the change
         set_alpha(page, "0.003", "Pending: α 0.001 → 0.003")
-        page.get_by_test_id("stSidebarUserContent").get_by_role("button", name="Apply").click()
+        button(page, "apply").click()
         wait_for(lambda: metric(page, "α now") == "0.003", what="α now = 0.003")
         markers = wait_for(
             lambda: (
@@ -124,10 +124,10 @@ def test_a_babysitting_session_in_the_browser(tmp_path):
         screenshot(page, "02_running_after_alpha_change")
 
         # 4) Pause: the count stops
-        page.get_by_role("button", name="Pause").click()
+        button(page, "pause").click()
         wait_for(
             lambda: (
-                page.get_by_role("button", name="Start").count() > 0
+                button(page, "start").count() > 0
                 and page.get_by_text(re.compile(r"\bpaused\b")).count() > 0
             ),
             what="paused",

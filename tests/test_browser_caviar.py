@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
+from tests.browser import button, chromium_page, require_browser, screenshot, streamlit_server
 from tests.test_browser import step_count, wait_for
 from tests.test_browser_lookahead import open_page
 from tests.test_caviar_ray import require_ray
@@ -71,7 +71,7 @@ def test_a_search_in_the_browser_and_babysitting_its_best_trial(tmp_path):
         assert step == 100
 
         # 4) the training page continues it: branch 1, at the trial's step
-        open_page(page, "app", page.get_by_role("button", name="Step ×100"))
+        open_page(page, "app", button(page, "step_100"))
         wait_for(lambda: step_count(page) == step, what="the trial's step on the run")
         assert page.get_by_text(re.compile(r"branch 1\b")).count() > 0
         screenshot(page, "caviar_babysat")

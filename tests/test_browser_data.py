@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
+from tests.browser import button, chromium_page, require_browser, screenshot, streamlit_server
 from tests.test_browser import choose, step_count, wait_for
 
 pytestmark = pytest.mark.browser
@@ -39,9 +39,9 @@ def test_a_run_from_a_file_in_the_data_folder(tmp_path):
         caption = caption[caption.find("Run run"):][:200]
         match = re.search(r"data flowers\.csv \((\d+) train / (\d+) dev\) · 2 → 16 → 3", caption)
         assert match and int(match[1]) + int(match[2]) == 600, caption
-        page.get_by_role("button", name="Start").click()
+        button(page, "start").click()
         wait_for(lambda: step_count(page) > 50, what="training on the file")
-        page.get_by_role("button", name="Pause").click()
+        button(page, "pause").click()
         screenshot(page, "data-folder-run")
     # read in place, not copied into the run folder
     runs = list((tmp_path / "checkpoints").iterdir())

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from dlcore.trainer import RunConfig, Trainer
-from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
+from tests.browser import button, chromium_page, require_browser, screenshot, streamlit_server
 from tests.test_browser import choose, step_count, wait_for
 from tests.test_trainer import run_steps
 
@@ -25,7 +25,7 @@ def test_weights_and_gradients_over_time_then_another_runs_curves(tmp_path):
           chromium_page(1400, 1000) as page):
         page.goto(url)
         wait_for(lambda: step_count(page) == 0, what="a new run")
-        page.locator(".st-key-start button").first.click()
+        button(page, "start").click()
         wait_for(lambda: step_count(page) > 300, what="training")
         page.get_by_role("link", name="Distributions").click()
         wait_for(lambda: page.locator(".stPlotlyChart").count() == 6,

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
+from tests.browser import button, chromium_page, require_browser, screenshot, streamlit_server
 from tests.test_browser import step_count, wait_for
 
 pytestmark = pytest.mark.browser
@@ -37,7 +37,7 @@ def test_look_ahead_commit_and_range_test_in_the_browser(tmp_path):
         # 1) 100 live steps
         page.goto(url)
         wait_for(lambda: step_count(page) == 0, what="the step tile at 0")
-        page.get_by_role("button", name="Step ×100").click()
+        button(page, "step_100").click()
         wait_for(lambda: step_count(page) == 100, what="100 steps")
 
         # 2) a look-ahead of 50 steps from the run now: α × {⅓, 1, 3}
@@ -77,7 +77,7 @@ def test_look_ahead_commit_and_range_test_in_the_browser(tmp_path):
         screenshot(page, "range_test")
 
         # 5) the live page and the Checkpoints page show branch 1
-        open_page(page, "app", page.get_by_role("button", name="Step ×100"))
+        open_page(page, "app", button(page, "step_100"))
         wait_for(lambda: step_count(page) == 150, what="the committed state's step")
         assert page.get_by_text(re.compile(r"branch 1\b")).count() > 0
         open_page(page, "Checkpoints", page.get_by_role("button", name="Prepare export"))

@@ -13,6 +13,7 @@ import pytest
 from dlcore import checkpoint as ckptio
 from dlcore.trainer import CHECKPOINT_FORMAT, list_runs
 from tests.browser import (
+    button,
     chromium_page,
     chromium_pages,
     require_browser,
@@ -52,7 +53,7 @@ def test_killing_the_server_mid_training_loses_nothing_saved(tmp_path):
     ):
         page.goto(url)
         wait_for(lambda: step_count(page) == 0, what="a fresh run")
-        page.get_by_role("button", name="Start").click()
+        button(page, "start").click()
         # the default run checkpoints every 1,000 steps but at most once per 30 s, and at
         # each clearly better dev accuracy
         wait_for(lambda: step_count(page) > 2300, timeout=120, what="2,300 steps")
@@ -93,12 +94,12 @@ def test_two_browser_sessions_steering_one_run_converge(tmp_path):
         for page in (first, second):
             page.goto(url)
             wait_for(lambda page=page: step_count(page) == 0, what="a fresh run")
-        first.get_by_role("button", name="Start").click()
+        button(first, "start").click()
         alphas = ["0.002", "0.0005", "0.003", "0.001"]
         for i in range(8):
             # tab 1 changes α; tab 2 toggles the run and steps it
             set_alpha(first, alphas[i % len(alphas)], "Pending:")
-            first.get_by_test_id("stSidebarUserContent").get_by_role("button", name="Apply").click()
+            button(first, "apply").click()
             click_when_enabled(second, "Pause") or click_when_enabled(second, "Start")
             time.sleep(0.5)
         # tab 2 rolls back while tab 1 starts the run again
@@ -114,7 +115,7 @@ def test_two_browser_sessions_steering_one_run_converge(tmp_path):
         # both converge: paused after the rollback, same step, α and branch
         for page in (first, second):
             wait_for(
-                lambda page=page: page.get_by_role("button", name="Start").count() > 0,
+                lambda page=page: button(page, "start").count() > 0,
                 what="paused in both tabs",
             )
         time.sleep(2)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pages.shared.ui import OPTIMIZER_NAMES, SCHEDULE_NAMES
-from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
+from tests.browser import button, chromium_page, require_browser, screenshot, streamlit_server
 from tests.test_browser import step_count, wait_for
 
 pytestmark = pytest.mark.browser
@@ -145,7 +145,7 @@ def test_switch_preview_while_running_says_where_it_was_taken_and_fits(tmp_path)
     ):
         page.goto(url)
         wait_for(lambda: step_count(page) == 0, what="the step tile at 0")
-        page.get_by_role("button", name="Start").click()
+        button(page, "start").click()
         wait_for(lambda: step_count(page) > 200, what="training")
         choose(page, "Optimizer", "Momentum")
         preview = sidebar(page).get_by_role("button", name="Preview the switch")

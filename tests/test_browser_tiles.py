@@ -10,7 +10,7 @@ import time
 import pytest
 
 from dlcore.trainer import RunConfig, Trainer
-from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
+from tests.browser import button, chromium_page, require_browser, screenshot, streamlit_server
 from tests.test_browser import wait_for
 from tests.test_browser_sidebar import widen_sidebar_as_configured
 
@@ -95,7 +95,7 @@ def test_tiles_fit_their_boxes_and_keep_the_exact_value_on_hover(tmp_path):
         assert "2.78e-06" in hover_help(page, "α now")
 
         # 2) training: a cost, a speed, a dev accuracy that moves
-        page.get_by_role("button", name="Start").click()
+        button(page, "start").click()
         wait_for(lambda: tiles(page)["Last cost J"]["value"] != "–", what="a cost")
         time.sleep(4)  # a few refreshes
         shown = tiles(page)

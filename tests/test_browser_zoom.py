@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.browser import chromium_page, require_browser, screenshot, streamlit_server
+from tests.browser import button, chromium_page, require_browser, screenshot, streamlit_server
 from tests.test_browser import wait_for
 
 pytestmark = pytest.mark.browser
@@ -31,7 +31,7 @@ def test_zoom_and_hidden_traces_survive_live_refreshes(tmp_path):
     with streamlit_server(tmp_path / "checkpoints", tmp_path / "server.log") as (url, _):
         with chromium_page(1400, 900) as page:
             page.goto(url)
-            page.get_by_role("button", name="Start").click()
+            button(page, "start").click()
             wait_for(lambda: page.evaluate(f"() => {PLOT}.length") >= 4, what="live charts")
             index = cost_chart_index(page)
             wait_for(lambda: page.evaluate(STATE_JS, index)["last"] > 300, what="300 steps")
@@ -63,4 +63,4 @@ def test_zoom_and_hidden_traces_survive_live_refreshes(tmp_path):
             assert later["x"] == pytest.approx(zoomed["x"]) and later["y"] == pytest.approx(
                 zoomed["y"])
             assert later["hidden"] == ["J (raw)"]
-            page.get_by_role("button", name="Pause").click()
+            button(page, "pause").click()
