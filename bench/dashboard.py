@@ -85,11 +85,11 @@ def rate_between(run_dir: Path, start: float, end: float) -> float:
 
 def pause_button(page):
     """The controls' Pause (the assistant may offer a "Pause …" of its own)."""
-    return page.locator(".st-key-pause button").first
+    return page.locator(".st-key-pause button").filter(visible=True)
 
 
 def start_button(page):
-    return page.locator(".st-key-start button").first
+    return page.locator(".st-key-start button").filter(visible=True)
 
 
 def throughput_with_and_without_page(folder: Path, phase_seconds: float, phases: int):

@@ -141,5 +141,6 @@ def screenshot(page, name: str) -> Path:
 def button(page, key: str):
     """The button Streamlit renders for widget ``key`` ("start", "pause", "step_100",
     "apply"...). By key, not by label: the assistant offers its own "Pause" and "Apply α
-    = ..." buttons, so a label can name two buttons on one page."""
-    return page.locator(f".st-key-{key} button")
+    = ..." buttons, so a label can name two buttons on one page. Visible ones only:
+    Streamlit keeps a hidden copy of a button with a tooltip (to measure its width)."""
+    return page.locator(f".st-key-{key} button").filter(visible=True)

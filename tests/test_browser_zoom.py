@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.browser import button, chromium_page, require_browser, screenshot, streamlit_server
-from tests.test_browser import wait_for
+from tests.test_browser import step_count, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -31,10 +31,12 @@ def test_zoom_and_hidden_traces_survive_live_refreshes(tmp_path):
     with streamlit_server(tmp_path / "checkpoints", tmp_path / "server.log") as (url, _):
         with chromium_page(1400, 900) as page:
             page.goto(url)
+            wait_for(lambda: step_count(page) == 0, what="the step tile at 0")  # page is live
             button(page, "start").click()
             wait_for(lambda: page.evaluate(f"() => {PLOT}.length") >= 4, what="live charts")
+            wait_for(lambda: page.evaluate(STATE_JS, cost_chart_index(page))["last"] > 300,
+                     what="300 steps")
             index = cost_chart_index(page)
-            wait_for(lambda: page.evaluate(STATE_JS, index)["last"] > 300, what="300 steps")
             # 1) the person drags a zoom box over the middle of the chart
             box = page.locator(".js-plotly-plot").nth(index).locator(".nsewdrag").first
             area = box.bounding_box()
