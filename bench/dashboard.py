@@ -43,10 +43,13 @@ from bench.common import (  # noqa: E402
 from bench.engine import MNIST_LIKE as ENGINE_NET  # noqa: E402
 from dlcore import checkpoint as ckptio  # noqa: E402
 from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer  # noqa: E402
-from tests.browser import chromium_page, streamlit_server  # noqa: E402
+from tests.browser import button, chromium_page, streamlit_server  # noqa: E402
 
-# The engine benchmark's net, evaluated and checkpointed as a watched run would be.
-MNIST_LIKE = dataclasses.replace(ENGINE_NET, eval_every=100, checkpoint_every=200)
+# The engine benchmark's net, evaluated and checkpointed as a watched run would be; the
+# checkpoints are the benchmark's clock, so every one due is written (not one per 30 s)
+# and the newest 50 are kept.
+MNIST_LIKE = dataclasses.replace(ENGINE_NET, eval_every=100, checkpoint_every=200, retention={
+    "min_seconds": 0, "keep_last": 50, "save_best": False})
 
 REFRESH_SCRIPT = """
 import time
@@ -83,29 +86,20 @@ def rate_between(run_dir: Path, start: float, end: float) -> float:
     return (s1 - s0) / (t1 - t0)
 
 
-def pause_button(page):
-    """The controls' Pause (the assistant may offer a "Pause …" of its own)."""
-    return page.locator(".st-key-pause button").filter(visible=True)
-
-
-def start_button(page):
-    return page.locator(".st-key-start button").filter(visible=True)
-
-
 def throughput_with_and_without_page(folder: Path, phase_seconds: float, phases: int):
     run_dir = folder / "mnist-like"
     with_page, without_page = [], []
     with streamlit_server(folder, folder / "server.log") as (url, _), chromium_page() as page:
         page.goto(url)
-        start_button(page).wait_for(timeout=120_000)
-        start_button(page).click()
-        pause_button(page).wait_for(timeout=60_000)
+        button(page, "start").wait_for(timeout=120_000)
+        button(page, "start").click()
+        button(page, "pause").wait_for(timeout=60_000)
         time.sleep(3)  # warm up
         for i in range(phases):
             for open_page in (False, True) if i % 2 == 0 else (True, False):
                 if open_page:
                     page.goto(url)
-                    pause_button(page).wait_for(timeout=60_000)
+                    button(page, "pause").wait_for(timeout=60_000)
                     time.sleep(2)
                 else:
                     page.goto("about:blank")
@@ -116,7 +110,7 @@ def throughput_with_and_without_page(folder: Path, phase_seconds: float, phases:
                 rate = rate_between(run_dir, start, end)
                 (with_page if open_page else without_page).append(rate)
         page.goto(url)
-        pause_button(page).click()
+        button(page, "pause").click()
     return with_page, without_page
 
 

@@ -83,8 +83,17 @@ def folder_size(folder: Path) -> tuple[float, int]:
 
 
 def wait_steps(trainer: Trainer, target: int) -> None:
+    """Until the run (started with start()) reached step ``target``."""
     while trainer.snapshot().step < target:
         time.sleep(0.2)
+
+
+def wait_settled(trainer: Trainer):
+    """The snapshot once every command sent has been carried out and the run is not
+    training (a step(n) done, or stopped short by the guard or an error)."""
+    while not trainer.idle():
+        time.sleep(0.2)
+    return trainer.snapshot()
 
 
 def ten_million(folder: Path, steps: int, repeats: int) -> list[tuple]:
@@ -154,6 +163,27 @@ def live_refresh(folder: Path, repeats: int) -> tuple[list, list]:
     return times, sizes
 
 
+def train_through_divergences(trainer: Trainer, target: int) -> int:
+    """Train up to step ``target``, doing what the dashboard offers when the guard stops
+    the run (roll back to the last good checkpoint at α/2); returns the steps trained."""
+    trained = 0
+    while (snap := trainer.snapshot()).step < target:
+        before = snap.step
+        trainer.step(target - before)
+        snap = wait_settled(trainer)
+        trained += max(0, snap.step - before)
+        if snap.status == "error":
+            raise RuntimeError(f"the soak run failed: {snap.error}")
+        if snap.status == "diverged":
+            divergence = snap.divergence
+            print(f"    diverged at step {divergence['step']:,} ({divergence['cause']}): "
+                  f"rolled back to {divergence['last_good_checkpoint']} at α/2")
+            trainer.rollback(divergence["last_good_checkpoint"],
+                             lr=snap.hparams["lr"] / 2)
+            wait_settled(trainer)
+    return trained
+
+
 def soak(folder: Path, steps: int, pace_seconds: float) -> None:
     config = RunConfig(**SMALL, checkpoint_every=1000,
                        retention={"min_seconds": pace_seconds})
@@ -166,11 +196,8 @@ def soak(folder: Path, steps: int, pace_seconds: float) -> None:
     while done < steps:
         block = min(10**6, steps - done)
         start = time.perf_counter()
-        trainer.step(block)
-        wait_steps(trainer, done + block)
-        while trainer.snapshot().status == "running":
-            time.sleep(0.1)
-        rate = block / (time.perf_counter() - start)
+        trained = train_through_divergences(trainer, done + block)
+        rate = trained / (time.perf_counter() - start)
         done += block
         snap = trainer.snapshot()
         trainer.stop()

@@ -178,9 +178,7 @@ class Branch:
             arrays.update({f"bn/{k}": v.copy() for k, v in bn.items()})
             if len(bn["eval_step"]):
                 bn_step = int(bn["eval_step"][-1])
-        # NaN marks "no batch statistics yet"; the journal may hold it, checkpoints never do.
-        arrays = {k: np.nan_to_num(v, nan=0.0) if v.dtype.kind == "f" else v
-                  for k, v in arrays.items()}
+        arrays = _finite_on_disk(arrays, self.schemas)
         events = list(self.events[events_from:])
         self._journalled = (self.steps.last_step(), len(self.evals), bn_step, len(self.events))
         return JournalChunk(number, self.record, arrays, events, marks, self._journalled)
@@ -214,8 +212,7 @@ class Branch:
             bn = self.bn.view()
             mine = (bn["eval_step"] > fork) & (bn["eval_step"] <= bn_step)
             arrays.update({f"bn/{k}": v[mine] for k, v in bn.items()})
-        arrays = {k: np.nan_to_num(v, nan=0.0) if v.dtype.kind == "f" else v
-                  for k, v in arrays.items()}
+        arrays = _finite_on_disk(arrays, self.schemas)
         meta = {"format": JOURNAL_FORMAT, "branch": number, "seq": seq,
                 "branch_info": self.record, "compacted": True, "width": self.steps.width,
                 "events": json_safe(self.events[events_from:events_to])}
@@ -396,6 +393,14 @@ def check_branch_record(record, number: int, where: str) -> dict:
     if origin is not None and not (isinstance(origin, str) and ckptio.CHECKPOINT_ID.match(origin)):
         raise CheckpointError(f"{where}: from_checkpoint {origin!r:.40} is not an id")
     return dict(record)
+
+
+def _finite_on_disk(arrays: dict, schemas: Schemas) -> dict:
+    """A journal's arrays as written: NaN ("no batch statistics yet") is 0 on disk, except
+    in the optional columns, where it says "not recorded" (see Schemas.journal_nan_keys)."""
+    keep = schemas.journal_nan_keys
+    return {k: np.nan_to_num(v, nan=0.0) if v.dtype.kind == "f" and k not in keep else v
+            for k, v in arrays.items()}
 
 
 def check_journal(arrays: Mapping, meta: Mapping, schemas: Schemas) -> None:

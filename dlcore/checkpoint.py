@@ -23,7 +23,7 @@ import os
 import re
 import stat
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -94,13 +94,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def read(path: Path, expected_format: str, meta_only: bool = False) -> tuple[dict, dict]:
+def read(path: Path, expected_format: str, meta_only: bool = False,
+         nan_ok: Container[str] = ()) -> tuple[dict, dict]:
     """Load ``(arrays, meta)`` from a file written by :func:`write_atomic`.
 
     Raises :class:`CheckpointError` for anything else: not a regular file (a FIFO, a
     folder, a symbolic link: never opened for reading), not a zip, truncated, a member
     whose header claims more data than it holds, object arrays, missing or malformed
-    metadata, a format other than ``expected_format``, NaN/inf in a float array.
+    metadata, a format other than ``expected_format``, NaN/inf in a float array (NaN is
+    allowed in the arrays named in ``nan_ok``: a journal's "not recorded").
     """
     path = Path(path)
     try:
@@ -122,7 +124,8 @@ def read(path: Path, expected_format: str, meta_only: bool = False) -> tuple[dic
                 if not meta_only:
                     for key in npz.files:
                         if key != META_KEY:
-                            arrays[key] = _check_array(npz[key], key, path)
+                            arrays[key] = _check_array(npz[key], key, path,
+                                                       key in nan_ok)
     except CheckpointError:
         raise
     except FileNotFoundError:
@@ -190,11 +193,12 @@ def _parse_meta(raw: np.ndarray, path: Path) -> dict:
     return meta
 
 
-def _check_array(value: np.ndarray, key: str, path: Path) -> np.ndarray:
+def _check_array(value: np.ndarray, key: str, path: Path, nan_ok: bool) -> np.ndarray:
     if not isinstance(value, np.ndarray):  # numpy returns a non-.npy zip member as bytes
         raise CheckpointError(f"{path.name}: {key!r} is not an array in .npy format")
     if value.dtype.kind not in "biuf":
         raise CheckpointError(f"{path.name}: array {key!r} has dtype {value.dtype}, not numeric")
     if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-        raise CheckpointError(f"{path.name}: array {key!r} holds NaN or inf")
+        if not nan_ok or np.any(np.isinf(value)):
+            raise CheckpointError(f"{path.name}: array {key!r} holds NaN or inf")
     return value

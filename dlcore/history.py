@@ -356,6 +356,22 @@ class Schemas:
 
     @classmethod
     def of(cls, network) -> Schemas:
-        return cls(network.weight_keys,
-                   {layer: network.params[f"{layer}.gamma"].shape[0]
-                    for layer in network.bn_layers})
+        return cls.of_architecture(network.arch)
+
+    @classmethod
+    def of_architecture(cls, arch) -> Schemas:
+        """The layouts a :class:`dlcore.network.Network` of ``arch`` records, without
+        building one (reading another run's curves allocates no weights)."""
+        return cls(arch.weight_keys, arch.bn_units)
+
+    @property
+    def journal_nan_keys(self) -> frozenset[str]:
+        """A journal's arrays that keep NaN ("not recorded": rows from before an optional
+        column existed); every other float array is finite on disk."""
+        keys = set()
+        for column in self.optional:
+            prefix = "steps/" if column in self.steps else "evals/"
+            keys.add(prefix + column)
+            if prefix == "steps/":
+                keys |= {f"buckets/{column}", f"buckets/{column}/min", f"buckets/{column}/max"}
+        return frozenset(keys)

@@ -90,7 +90,7 @@ class RunConfig:
     keep_prob: float = 1.0
     bn_momentum: float = 0.9
     eval_every: int = 50
-    eval_share: float = 0.1
+    eval_share: float = 0.05
     checkpoint_every: int = 0
     retention: dict = field(default_factory=dict)
     divergence_factor: float = 10.0

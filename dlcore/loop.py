@@ -125,15 +125,15 @@ def evaluate(state: TrainingState, data) -> dict:
 
 def distributions(state: TrainingState) -> dict:
     """TensorBoard's distributions: each layer's weights and last gradients at the
-    ``history.PERCENTILES`` (the gradients 0 before the first step: a journal holds no NaN,
-    and the history must read back as it was)."""
+    ``history.PERCENTILES`` (the gradients NaN, "not recorded", before the first step:
+    journals keep NaN in these optional columns, see ``Schemas.journal_nan_keys``)."""
     out = {}
     for key, column in state.ratio_columns.items():
         layer = column.removeprefix("update_ratio/")
         out[f"weights/{layer}"] = np.percentile(state.network.params[key], PERCENTILES)
         grads = state.last_grads.get(key) if state.last_grads else None
         out[f"grads/{layer}"] = (np.percentile(grads, PERCENTILES) if grads is not None
-                                 else np.zeros(len(PERCENTILES)))
+                                 else np.full(len(PERCENTILES), np.nan))
     return out
 
 

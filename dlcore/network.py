@@ -114,6 +114,16 @@ class Architecture:
     def layer_sizes(self) -> tuple[int, ...]:
         return (self.n_features, *self.hidden, self.n_classes)
 
+    @property
+    def weight_keys(self) -> list[str]:
+        """The dense weight matrices' names, e.g. ["fc1.W", "fc2.W"]: one per layer."""
+        return [f"fc{l}.W" for l in range(1, len(self.hidden) + 2)]
+
+    @property
+    def bn_units(self) -> dict[str, int]:
+        """Each BatchNorm layer's name and width, e.g. {"bn1": 128}: one per hidden layer."""
+        return {f"bn{l}": n for l, n in enumerate(self.hidden, 1)} if self.batchnorm else {}
+
     def to_dict(self) -> dict:
         """Every field, JSON-native (``hidden`` as a list)."""
         return {**asdict(self), "hidden": list(self.hidden)}
@@ -182,7 +192,7 @@ class Network:
 
     # -- structure ---------------------------------------------------------
 
-    def _has_bn(self, l: int) -> bool:
+    def _has_bn(self, l: int) -> bool:  # as arch.bn_units says, cheaply (every step asks)
         return self.arch.batchnorm and l < self.n_layers
 
     def _has_bias(self, l: int) -> bool:
@@ -193,12 +203,12 @@ class Network:
     @property
     def bn_layers(self) -> list[str]:
         """Names of the BatchNorm layers, e.g. ["bn1", "bn2"]."""
-        return [f"bn{l}" for l in range(1, self.n_layers) if self._has_bn(l)]
+        return list(self.arch.bn_units)
 
     @property
     def weight_keys(self) -> list[str]:
         """The dense weight matrices: what L2 and L1 penalise, one per layer."""
-        return [f"fc{l}.W" for l in range(1, self.n_layers + 1)]
+        return self.arch.weight_keys
 
     def weight_sparsity(self, threshold: float = 1e-3) -> dict[str, float]:
         """Fraction of each dense layer's weights with |w| < threshold, e.g. {"fc1": 0.42}.

@@ -11,6 +11,7 @@ Both rebuild the branches the same way, :func:`read_branches`.
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from dlcore.branches import JOURNAL_FORMAT, BranchTree, check_journal, check_reg
 from dlcore.checkpoint import CheckpointError
 from dlcore.history import Schemas
 from dlcore.hparams import RunConfig
-from dlcore.network import Architecture, Network
+from dlcore.network import Architecture
 from dlcore.run import Run, read_checked_checkpoint
 from dlcore.snapshot import freeze
 from dlcore.store import RunStore, prepare
@@ -72,10 +73,12 @@ def read_branches(store: RunStore, schemas: Schemas, meta: Mapping, checkpoints:
         if path.stem.isascii() and path.stem.isdigit() and int(path.stem) > newest_seq:
             continue  # after the newest checkpoint: a crash's leftover, redone on reopening
         try:
-            arrays, journal_meta = store.read_journal(path, JOURNAL_FORMAT)
+            arrays, journal_meta = store.read_journal(path, JOURNAL_FORMAT,
+                                                      schemas.journal_nan_keys)
             check_journal(arrays, journal_meta, schemas)
         except (CheckpointError, KeyError, TypeError, ValueError) as error:
-            damaged.append({"file": f"journal/{path.name}", "reason": str(error)})
+            if os.path.lexists(path):  # else compaction replaced it since the listing: not damage
+                damaged.append({"file": f"journal/{path.name}", "reason": str(error)})
             continue
         chunks[journal_meta["branch"]].append((arrays, journal_meta))
         registry.setdefault(journal_meta["branch"], journal_meta["branch_info"])
@@ -117,7 +120,8 @@ def read_curves(checkpoint_dir, run_id: str) -> RunCurves:
             check_registry(meta["branches"], meta["info"]["branch"])
             arch = Architecture.from_dict(meta["architecture"])
         except (CheckpointError, KeyError, TypeError, ValueError) as error:
-            damaged.append({"file": path.name, "reason": str(error)})
+            if os.path.lexists(path):  # else retention removed it since the listing: not damage
+                damaged.append({"file": path.name, "reason": str(error)})
             continue
         checkpoints.append(meta["info"])
         newest = (meta, arch)
@@ -125,8 +129,7 @@ def read_curves(checkpoint_dir, run_id: str) -> RunCurves:
         raise ValueError(f"run {run_id!r} has no readable checkpoint "
                          f"({len(damaged)} damaged)")
     meta, arch = newest
-    # The history's columns follow from the network's layers; its weights don't matter.
-    schemas = Schemas.of(Network(arch))
+    schemas = Schemas.of_architecture(arch)  # the history's columns; no weights needed
     branch = read_branches(store, schemas, meta, checkpoints, damaged).current
     return RunCurves(run_id=run_id, config=freeze(config), step=int(meta["info"]["step"]),
                      branch=int(meta["info"]["branch"]),

@@ -25,7 +25,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -197,8 +197,11 @@ class RunStore:
             raise CheckpointError(f"{path.name}: incompatible or incomplete ({error})") from None
         return arrays, meta
 
-    def read_journal(self, path: Path, expected_format: str) -> tuple[dict, dict]:
-        return ckptio.read(path, expected_format)
+    def read_journal(self, path: Path, expected_format: str,
+                     nan_ok: Container[str] = ()) -> tuple[dict, dict]:
+        """A journal file's ``(arrays, meta)``; NaN is allowed in the arrays ``nan_ok``
+        names (see :meth:`dlcore.history.Schemas.journal_nan_keys`)."""
+        return ckptio.read(path, expected_format, nan_ok=nan_ok)
 
     def drop_journals_after(self, seq: int) -> None:
         """Remove journal chunks newer than the checkpoint a run resumes from.

@@ -198,11 +198,10 @@ def running_heatmap(history: Mapping, layer: str, stat: str, label: str, colorsc
         layout["margin"] = HEATMAP_MARGIN
         charts.empty_note(layout, "No evaluation in this window yet")
         return charts.figure([], layout)
-    stride = -(-count // MAX_HEATMAP_COLUMNS)
-    first = start + (count - 1) % stride  # so that the newest evaluation is a column
-    values = history[stat][first::stride]  # (evaluations, units)
+    keep = charts.newest_every_kth(count, MAX_HEATMAP_COLUMNS)
+    values = history[stat][start:][keep]  # (evaluations, units)
     fig = charts.heatmap_figure(
-        values.T, steps[first::stride], list(range(values.shape[1])), title, "step", "unit",
+        values.T, steps[start:][keep], list(range(values.shape[1])), title, "step", "unit",
         colorscale=colorscale, zmid=0 if stat == "running_mean" else None,
         colorbar_title=label, height=340,
         hovertemplate="step %{x}<br>unit %{y}<br>" + label + " %{z:.4g}<extra></extra>")

@@ -44,15 +44,14 @@ def main() -> None:
     ui.messages(trainer, snapshot)
     ui.live_view(checkpoint_list, trainer, snapshot, run_every=DISK_REFRESH_SECONDS)
     rows, _ = checkpoints_on_disk(snapshot)
-    if not rows:
-        return
-    labels = {row["id"]: ui.checkpoint_label(row) for row in rows}
-    ids = [row["id"] for row in reversed(rows)]  # newest first
-    actions(trainer, snapshot, ids, labels)
-    retention_panel(trainer, snapshot)
-    export(trainer, snapshot, ids, labels)
-    compare(trainer, snapshot, rows, ids, labels)
-    compare_runs.panel(snapshot)
+    if rows:
+        labels = {row["id"]: ui.checkpoint_label(row) for row in rows}
+        ids = [row["id"] for row in reversed(rows)]  # newest first
+        actions(trainer, snapshot, ids, labels)
+        retention_panel(trainer, snapshot)
+        export(trainer, snapshot, ids, labels)
+        compare(trainer, snapshot, rows, ids, labels)
+    compare_runs.panel(trainer, snapshot)  # needs no checkpoint of this run
 
 
 # ---------------------------------------------------------------------------

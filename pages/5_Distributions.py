@@ -112,9 +112,8 @@ def evaluations_shown(history: Mapping, column: str,
     steps, values = np.asarray(steps[start:]), np.asarray(values[start:])
     recorded = np.all(np.isfinite(values), axis=1)
     steps, values = steps[recorded], values[recorded]
-    stride = max(1, -(-len(steps) // MAX_COLUMNS))
-    first = (len(steps) - 1) % stride if len(steps) else 0
-    return steps[first::stride], values[first::stride]
+    keep = charts.newest_every_kth(len(steps), MAX_COLUMNS)
+    return steps[keep], values[keep]
 
 
 def distribution_figure(history: Mapping, layer: str, kind: str, events,

@@ -30,9 +30,11 @@ def test_weights_and_gradients_over_time_then_another_runs_curves(tmp_path):
         page.get_by_role("link", name="Distributions").click()
         wait_for(lambda: page.locator(".stPlotlyChart").count() == 6,
                  what="two charts for each of three layers")
+        # plotly draws a chart's title after the chart appears: wait for the text
+        wait_for(lambda: "fc3: gradients dW" in page.inner_text("body"),
+                 what="the charts' titles")
         body = page.inner_text("body")
         assert re.search(r"fc1: weights W ±1σ band \S+ wide", body), body[:2000]
-        assert "fc3: gradients dW" in body
         screenshot(page, "distributions")
 
         page.get_by_role("link", name="Checkpoints").click()
@@ -42,7 +44,8 @@ def test_weights_and_gradients_over_time_then_another_runs_curves(tmp_path):
         wait_for(lambda: "Where they differ" in page.inner_text("body"),
                  what="the other run's curves")
         chart = page.locator(".stPlotlyChart").filter(has_text="Cost J, smoothed")
-        assert chart.count() == 1
+        wait_for(lambda: chart.count() == 1 and earlier.run_id in chart.inner_text(),
+                 what="the comparison's cost chart and its legend")
         legend = chart.inner_text()
         assert "this run" in legend and earlier.run_id in legend
         page.get_by_text("Where they differ").scroll_into_view_if_needed()

@@ -127,7 +127,9 @@ def test_formulas_fit_and_expanders_stay_open_while_fields_change(tmp_path):
             choose(page, "Learning-rate decay", name)
             time.sleep(0.5)
             cut[name] = cut_formulas(page)
-        assert is_open(page, "Formulas") and is_open(page, "Sample on a log scale")
+        # (read once the last rerun has drawn: mid-rerun a stale copy of the sidebar shows)
+        wait_for(lambda: is_open(page, "Formulas") and is_open(page, "Sample on a log scale"),
+                 timeout=10, what="both expanders still open")
         too_wide = {name for name, found in cut.items() if found}
         print("formulas wider than the sidebar:", too_wide)
         assert too_wide <= KNOWN_TOO_WIDE, {name: cut[name] for name in too_wide}

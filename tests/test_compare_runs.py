@@ -98,6 +98,39 @@ def test_a_journal_newer_than_the_newest_checkpoint_is_ignored_and_kept(tmp_path
     assert curves.step == 30 and not curves.damaged and ahead.exists()
 
 
+def test_files_removed_while_reading_are_not_damage(tmp_path, monkeypatch):
+    """The other run may be training: its retention and journal compaction remove files
+    between the listing and the read. Those are gone, not damaged."""
+    from dlcore.store import RunStore
+
+    trainer = Trainer(RunConfig(**SMALL), tmp_path)
+    run_steps(trainer, 30)
+    trainer.checkpoint()
+    trainer.stop()
+    listed = {name: getattr(RunStore, name) for name in ("checkpoint_files", "journal_files")}
+    for name, files in listed.items():
+        monkeypatch.setattr(RunStore, name, lambda self, files=files: [
+            self.dir / "gone" / "ckpt-000000.npz", *files(self)])
+    curves = read_curves(tmp_path, trainer.run_id)
+    assert curves.step == 30 and curves.damaged == ()
+
+
+def test_another_runs_columns_are_known_without_building_its_network():
+    """read_curves takes the history's layout from the architecture alone: a damaged or
+    foreign checkpoint claiming 10^9 inputs allocates nothing."""
+    from dlcore.history import Schemas
+    from dlcore.network import Architecture, Network
+
+    for kwargs in ({}, {"batchnorm": False}, {"bn_position": "after"}, {"hidden": (5,)}):
+        arch = Architecture(**{"n_features": 7, "hidden": (6, 4), "n_classes": 3, **kwargs})
+        built, known = Schemas.of(Network(arch)), Schemas.of_architecture(arch)
+        assert (known.steps, known.evals, known.bn, known.optional) == (
+            built.steps, built.evals, built.bn, built.optional)
+    huge = Schemas.of_architecture(Architecture(n_features=10**9, hidden=(10**8,),
+                                                n_classes=10))
+    assert huge.bn["bn1/running_mean"][1] == (10**8,)
+
+
 # -- the page ------------------------------------------------------------------------
 
 
@@ -117,7 +150,7 @@ def test_the_checkpoints_page_compares_this_run_with_another(panda):
     other = other_run(panda, hidden=(24,), lr=0.004)
     at.run()
     choice = at.selectbox(key="compare_run")
-    assert choice.options[0].startswith(other) and "hidden (24,)" in choice.options[0]
+    assert choice.options[0].startswith(other) and "hidden (24)" in choice.options[0]
     choice.select(other).run()
     assert not at.exception
     charts = panda.charts(at)
@@ -145,3 +178,24 @@ def test_a_run_that_cannot_be_read_is_reported_and_the_page_stays(panda):
     assert any(f"{other} can't be read" in e.value and "no readable checkpoint" in e.value
                for e in at.error)
     assert at.dataframe  # the rest of the page is there
+
+
+def test_a_run_of_one_step_is_drawn_on_every_axis():
+    from pages.panels import compare_runs
+
+    history = {"step": np.array([1]), "epoch": np.array([0], np.int32),
+               "time": np.array([1.7e9])}
+    for axis in compare_runs.AXES:
+        x = compare_runs.on_axis(history, np.array([1]), axis)
+        assert x is not None and len(x) == 1, axis
+
+
+def test_a_run_with_no_checkpoint_on_disk_can_still_be_compared(panda):
+    at = panda.run(CHECKPOINTS)
+    other = other_run(panda)
+    for path in panda.trainer().run_dir.glob("ckpt-*.npz"):
+        path.unlink()  # this run's own checkpoints: gone
+    at = panda.run(CHECKPOINTS)
+    at.selectbox(key="compare_run").select(other).run()
+    assert not at.exception
+    assert other in [t["name"] for t in panda.charts(at)["compare_runs_cost"]["data"]]

@@ -63,3 +63,44 @@ def test_a_run_written_before_the_redesign_continues_bit_for_bit(tmp_path):
         assert [float(a).hex() for a in history["lr"][-10:]] == expected["continuation_lr"]
     finally:
         trainer.stop()
+
+
+def test_what_an_older_run_did_not_record_stays_unrecorded_through_compaction(
+        tmp_path, monkeypatch):
+    """The fixture has no step times and no weight distributions: those read NaN ("not
+    recorded"), and must still after its journals are merged with newer ones on disk, not
+    0 (the year 1970, a flat band at 0)."""
+    import numpy as np
+
+    from dlcore import branches, run
+
+    monkeypatch.setattr(branches, "COMPACT_ABOVE", 2)
+    monkeypatch.setattr(branches, "COMPACT_KEEP", 1)
+    monkeypatch.setattr(run, "MAX_UNJOURNALLED_STEPS", 20)
+    trainer = _open_copy(tmp_path)
+    try:
+        start = trainer.snapshot().step
+        trainer.step(200)
+        deadline = time.monotonic() + 60
+        while trainer.snapshot().step < start + 200 or trainer.snapshot().status == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        before = trainer.snapshot().history
+    finally:
+        trainer.stop()
+    journals = sorted((tmp_path / "run-fixture-v1" / "journal").glob("*.npz"))
+    assert any(b"compacted" in path.read_bytes() for path in journals)  # merged on disk
+    reopened = Trainer.open(tmp_path, "run-fixture-v1")
+    try:
+        snap = reopened.snapshot()
+        assert snap.damaged == ()
+        history = snap.history
+        old, new = history["step"] <= start, history["step"] > start
+        assert np.isnan(history["time"][old]).all() and np.isfinite(history["time"][new]).all()
+        weights = history["weights/fc1"]
+        evaluated_before = history["eval_step"] < start  # the reopened run evaluates at start
+        assert np.isnan(weights[evaluated_before]).all()
+        assert np.isfinite(weights[~evaluated_before]).all() and (~evaluated_before).any()
+        np.testing.assert_array_equal(history["time"], before["time"])
+    finally:
+        reopened.stop()

@@ -65,14 +65,18 @@ def test_batchnorm_page_always_draws_the_same_eight_charts(panda):
     assert [c.key for c in at.get("plotly_chart")] == BATCHNORM_CHARTS
 
 
-def batchnorm_page():
-    """The BatchNorm page as a module (its figure functions), without running it."""
+def page_module(path: str):
+    """A page as a module (its figure and table functions), without running it."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("batchnorm_page", BATCHNORM)
+    spec = importlib.util.spec_from_file_location(Path(path).stem.lower(), path)
     page = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(page)
     return page
+
+
+def batchnorm_page():
+    return page_module(BATCHNORM)
 
 
 def test_batchnorm_page_shows_the_training_pages_windows(panda):
@@ -160,13 +164,7 @@ def test_checkpoints_page_lists_compares_and_rolls_back(panda):
 
 
 def checkpoints_page():
-    """The Checkpoints page as a module (its table and tree), without running it."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("checkpoints_page", CHECKPOINTS)
-    page = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(page)
-    return page
+    return page_module(CHECKPOINTS)
 
 
 def test_branch_tree_draws_old_branches_solid_and_keeps_labels_apart(panda):

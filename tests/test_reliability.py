@@ -31,6 +31,8 @@ import pytest
 
 from dlcore import checkpoint as ckptio
 from dlcore.branches import JOURNAL_FORMAT
+from dlcore.history import Schemas
+from dlcore.network import Architecture
 from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer, list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,8 +207,10 @@ class Ledger:
             file_digest = digest(path)
             assert self.seen.setdefault(path.stem, file_digest) == file_digest, (
                 f"{path.name} changed after it was written")
+        # journals keep NaN where a column was not recorded (see Schemas.journal_nan_keys)
+        schemas = Schemas.of_architecture(Architecture.from_dict(meta["architecture"]))
         for path in sorted((run_dir / "journal").glob("*.npz")):
-            ckptio.read(path, JOURNAL_FORMAT)
+            ckptio.read(path, JOURNAL_FORMAT, nan_ok=schemas.journal_nan_keys)
         self.lost |= {cid for cid in self.seen if cid not in infos}
         assert not self.lost, f"checkpoints lost: {sorted(self.lost)}"
         temporaries = [p.name for p in run_dir.rglob("*") if ckptio.is_temporary(p)]

@@ -1,12 +1,15 @@
 """Compare runs: this run's learning curves beside another run's from the same folder.
 
 The other run is read from disk (``dlcore.reopen.read_curves``): its newest checkpoint's
-metadata and its journal, nothing written, its data never loaded. It may be training in
-another Panda meanwhile; its curves are read again whenever its files change.
+metadata and its journal, nothing written, its data never loaded. The charts are a live
+view: while this run trains they follow it, and the other run (which may be training in
+another Panda meanwhile) is read again when its files changed, at most every
+REREAD_SECONDS; files its retention or compaction removes meanwhile are not errors.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,7 +20,7 @@ import streamlit as st
 from dlcore.branches import COST_SMOOTHING
 from dlcore.reopen import RunCurves, read_curves
 from dlcore.store import RunStore
-from dlcore.trainer import Snapshot, list_runs
+from dlcore.trainer import Snapshot, Trainer, list_runs
 from pages.shared import charts, ui
 from pages.shared.engine import holder
 
@@ -28,9 +31,11 @@ AXES = {"step": "step", "epoch": "epoch", "hours": "hours since the run's first 
 #: Settings compared: how each run was made (run.json), then its hyperparameters now.
 CONFIG_FIELDS = ("dataset", "dataset_name", "dev_fraction", "hidden", "activation",
                  "batchnorm", "bn_position", "init", "seed", "dtype")
+#: The other run's files are read again at most this often while they change.
+REREAD_SECONDS = 10.0
 
 
-def panel(snapshot: Snapshot) -> None:
+def panel(trainer: Trainer, snapshot: Snapshot) -> None:
     st.subheader("Compare with another run", anchor=False)
     folder = holder().checkpoint_dir
     others = [r for r in reversed(list_runs(folder)) if r != snapshot.run_id]
@@ -48,6 +53,12 @@ def panel(snapshot: Snapshot) -> None:
         st.caption("Its smoothed cost and dev accuracy are drawn over this run's, with the "
                    "settings in which the two differ.")
         return
+    ui.live_view(lambda s: comparison(s, folder, run_id, axis), trainer, snapshot,
+                 while_running=charts.CHART_REFRESH_SECONDS)
+
+
+def comparison(snapshot: Snapshot, folder, run_id: str, axis: str) -> None:
+    """Both runs' curves and where their settings differ."""
     try:
         other = cached_curves(folder, run_id)
     except (OSError, ValueError) as error:
@@ -76,26 +87,38 @@ def panel(snapshot: Snapshot) -> None:
 
 
 def run_label(folder, run_id: str) -> str:
-    """``run-… · mnist · 784 → 128 → 64 · adam`` (just the id if run.json can't be read)."""
+    """``run-… · mnist · hidden (128, 64) · adam`` (just the id if run.json can't be
+    read); the hidden sizes as the settings table shows them."""
     try:
         config = RunStore(folder, run_id).read_config()
         return (f"{run_id} · {config.get('dataset_name') or config['dataset']} · "
-                f"hidden {tuple(config['hidden'])} · {config['optimizer']}")
+                f"hidden {ui.format_number(list(config['hidden']))} · {config['optimizer']}")
     except (OSError, ValueError, KeyError, TypeError):
         return run_id
 
 
 def cached_curves(folder, run_id: str) -> RunCurves:
     """The other run's curves, read again only when its checkpoint or journal files
-    changed (a name, a size, a time) since the last read in this session."""
+    changed (a name, a size, a time) since the last read in this session, and then at
+    most every REREAD_SECONDS."""
     store = RunStore(folder, run_id)
-    files = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                  for p in [*store.checkpoint_files(), *store.journal_files()])
+    files = tuple(_stat(p) for p in [*store.checkpoint_files(), *store.journal_files()])
     cached = st.session_state.get("compare_run_curves")
-    if cached is None or cached[0] != (run_id, files):
-        cached = ((run_id, files), read_curves(folder, run_id))
+    fresh = (cached is not None and cached[0] == run_id
+             and (cached[1] == files or time.monotonic() - cached[2] < REREAD_SECONDS))
+    if not fresh:
+        cached = (run_id, files, time.monotonic(), read_curves(folder, run_id))
         st.session_state["compare_run_curves"] = cached
-    return cached[1]
+    return cached[3]
+
+
+def _stat(path) -> tuple:
+    """A file's name, size and time; a file removed since the listing reads as gone."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return (path.name, None, None)
+    return (path.name, info.st_size, info.st_mtime_ns)
 
 
 def curves_figure(runs: Mapping[str, tuple[Mapping, str]], column: str, axis: str) -> go.Figure:

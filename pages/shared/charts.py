@@ -320,6 +320,13 @@ def smoothed_cost(history: Mapping, first_step: int | None, beta: float) -> np.n
     return smoothed[start_index(steps, first_step):]
 
 
+def newest_every_kth(count: int, limit: int) -> slice:
+    """Which of ``count`` rows to draw when at most ``limit`` fit: the newest, then every
+    k-th one back (k as small as fits), so the newest evaluation is always a column."""
+    stride = max(1, -(-count // limit))
+    return slice((count - 1) % stride if count else 0, None, stride)
+
+
 #: What the live charts' x axis can show, and its title.
 X_AXES = {"step": "step", "epoch": "epoch", "time": "time"}
 
@@ -327,11 +334,11 @@ X_AXES = {"step": "step", "epoch": "epoch", "time": "time"}
 def axis_values(history: Mapping, axis: str) -> tuple[np.ndarray, np.ndarray] | None:
     """``(steps, x)``: every step the history holds (bucketed, then exact) and where it
     lies on ``axis``: the step itself, the fractional epoch (the steps of one epoch spread
-    over it evenly) or the Unix time it was recorded. None if the history can't say
-    (fewer than two steps; times from before Panda recorded them)."""
+    over it evenly) or the Unix time it was recorded. None if the history can't say (no
+    steps yet; times from before Panda recorded them)."""
     steps = np.concatenate([history.get("buckets/step", np.empty(0, np.int64)),
                             history["step"]]).astype(np.float64)
-    if len(steps) < 2:
+    if not len(steps):
         return None
     if axis == "step":
         return steps, steps
