@@ -22,6 +22,8 @@ from dlcore.state import TrainingState
 #: 60,000-row set a full evaluation costs hundreds of steps; a 10⁴-row sample estimates
 #: accuracy to about ±0.5 points.
 EVAL_ROWS = 10_000
+#: Training rows the divergence guard checks a suspect cost against (_one_hard_batch).
+CONFIRM_ROWS = 1_024
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ def train_step(state: TrainingState, data, alpha: float | None = None,
     # 3) the divergence guard, before anything is changed
     cause = divergence_cause(cost, grad_norm, state.recent_costs, data.n_classes,
                              divergence_factor)
+    if cause and math.isfinite(cost) and math.isfinite(grad_norm) and _one_hard_batch(
+            state, data, divergence_factor):
+        cause = None  # SGD meets such batches; refusing it would stop the run there forever
     if cause:
         return Divergence(cause, cost)
     # 4) update; ‖W‖ before the update and ‖ΔW‖ from the optimizer (no copy of W)
@@ -81,7 +86,8 @@ def train_step(state: TrainingState, data, alpha: float | None = None,
 def divergence_cause(cost: float, grad_norm: float, recent_costs, n_classes: int,
                      factor: float) -> str | None:
     """Why this step must not be applied, or None: a NaN/inf cost or gradient, or a
-    cost above ``factor`` × its recent average that is also worse than chance."""
+    cost above ``factor`` × its recent average that is also worse than chance (which
+    :func:`train_step` then checks is not one hard batch's alone)."""
     if not math.isfinite(cost):
         return f"cost is {cost}"
     if not math.isfinite(grad_norm):
@@ -93,6 +99,19 @@ def divergence_cause(cost: float, grad_norm: float, recent_costs, n_classes: int
         if cost > factor * recent and cost > math.log(n_classes):
             return f"cost {cost:.4g} exceeds {factor:g}× its recent average {recent:.4g}"
     return None
+
+
+def _one_hard_batch(state: TrainingState, data, factor: float) -> bool:
+    """Whether a finite cost spike belongs to this batch alone: the network's cost on the
+    first CONFIRM_ROWS training rows (inference mode) is within the guard's bound.
+
+    A converged net (recent cost 0.004) can meet a batch it gets confidently wrong (cost
+    1.2 > ln 3). The guard refused it, and since a rollback replays the same data order
+    the run met it again after every "roll back at α/2", for ever. A diverging net is
+    bad on every batch. Only computed when the guard would refuse a step."""
+    X, y = data.X_train[:CONFIRM_ROWS], data.y_train[:CONFIRM_ROWS]
+    _, cost = state.network.evaluate(X, y, state.hparams["l2"], l1=state.hparams["l1"])
+    return divergence_cause(cost, 0.0, state.recent_costs, data.n_classes, factor) is None
 
 
 def evaluation_sample(data) -> tuple:

@@ -1,5 +1,6 @@
 """The training engine: live commands, checkpoints, branches, divergence, restart."""
 
+import dataclasses
 import json
 import threading
 import time
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from dlcore import checkpoint as ckptio
+from dlcore import loop
 from dlcore.network import Network
 from dlcore.trainer import CHECKPOINT_FORMAT, RunConfig, Trainer
 
@@ -261,6 +263,33 @@ def test_divergence_with_a_huge_alpha_is_caught_before_anything_bad_is_saved(mak
     trainer.update(lr=0.05)
     snap = run_steps(trainer, 50)
     assert snap.status == "paused" and np.all(np.isfinite(snap.history["cost"]))
+
+
+def test_one_hard_batch_of_a_converged_net_is_trained_on_not_a_divergence(make_trainer):
+    """Found by the eight-hour soak: a converged net (cost ~0.004) met a batch it got
+    confidently wrong (cost 1.2 > ln 3). The guard refused it; every rollback replays the
+    same data order, so the run met it again for ever. A spike the net does not also
+    have on other rows is trained on; one it has everywhere is still a divergence."""
+    trainer = make_trainer(dataset="blobs", dataset_params={"n_samples": 3000, "spread": 0.2},
+                           hidden=(8,), lr=0.05, batch_size=32)
+    snap = run_steps(trainer, 1500)
+    assert snap.status == "paused" and np.median(snap.history["cost"][-50:]) < 0.01
+    converged = trainer.checkpoint()
+    run, clean = trainer._run, trainer._run.data.y_train
+
+    def labels(y):  # the run is paused: its worker reads no data meanwhile
+        run.data = dataclasses.replace(run.data, y_train=y)
+
+    # every row after the guard's reference rows mislabelled: each batch is "hard"
+    labels(np.concatenate([clean[:loop.CONFIRM_ROWS], (clean[loop.CONFIRM_ROWS:] + 1) % 3]))
+    snap = run_steps(trainer, 20)
+    assert snap.status == "paused" and snap.step == 1520
+    assert max(snap.history["cost"][-20:]) > 10 * np.mean(snap.history["cost"][-70:-20])
+    # the net is as bad on the reference rows too: a divergence, refused as before
+    trainer.rollback(converged)
+    labels((clean + 1) % 3)
+    snap = run_steps(trainer, 20)
+    assert snap.status == "diverged" and snap.step == 1500
 
 
 def test_an_exception_in_the_worker_is_reported_and_the_run_stays_usable(make_trainer, monkeypatch):
