@@ -70,12 +70,13 @@ def test_killing_the_server_mid_training_loses_nothing_saved(tmp_path):
         screenshot(page, "05_after_kill_and_restart")
 
 
-def click_when_enabled(page, name):
-    """Click the button if it is there; the other tab may have just flipped it (Pause ↔ Start)."""
-    button = page.get_by_role("button", name=name, exact=True)
+def click_when_enabled(page, key):
+    """Click the controls' button ``key`` if it is there; the other tab may have just
+    flipped it (pause ↔ start)."""
+    control = button(page, key)
     try:
-        if button.count() and button.first.is_enabled():
-            button.first.click(timeout=3_000)
+        if control.count() and control.first.is_enabled():
+            control.first.click(timeout=3_000)
             return True
     except Exception:  # noqa: BLE001 - gone mid-click: the rerun replaced it
         pass
@@ -100,12 +101,12 @@ def test_two_browser_sessions_steering_one_run_converge(tmp_path):
             # tab 1 changes α; tab 2 toggles the run and steps it
             set_alpha(first, alphas[i % len(alphas)], "Pending:")
             button(first, "apply").click()
-            click_when_enabled(second, "Pause") or click_when_enabled(second, "Start")
+            click_when_enabled(second, "pause") or click_when_enabled(second, "start")
             time.sleep(0.5)
         # tab 2 rolls back while tab 1 starts the run again
         second.get_by_role("link", name="Checkpoints").click()
         second.get_by_text("Roll back to this checkpoint").wait_for(timeout=30_000)
-        click_when_enabled(first, "Start")
+        click_when_enabled(first, "start")
         choose(second, "Checkpoint", "pre-change")
         second.get_by_role("button", name="Roll back to this checkpoint").click()
         wait_for(
