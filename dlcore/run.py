@@ -40,8 +40,8 @@ MAX_UNJOURNALLED_STEPS = EXACT_STEPS // 2
 #: Evaluations take at most the config's ``eval_share`` of the training time (0.05 by
 #: default): one that took longer than EVAL_FLOOR_SECONDS waits until 1/share − 1 times as
 #: long has been spent training (multiples of eval_every in between are skipped), so a
-#: large data set trains at ~95 % of its speed without evaluations. (At 0.1 the bound
-#: was exactly the 0.9 promised, and caches evicted by an evaluation took it below.)
+#: large data set trains at ~95 % of its speed without evaluations (at 0.1 the bound
+#: was exactly the 0.9 promised, with no room for anything else an evaluation costs).
 EVAL_FLOOR_SECONDS = 0.05
 
 
