@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 from dlcore.trainer import Trainer
+from tests.test_trainer import run_steps
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -52,13 +52,7 @@ def test_a_run_written_before_the_redesign_continues_bit_for_bit(tmp_path):
     expected = json.loads((FIXTURES / "run-fixture-v1-expected.json").read_text())
     trainer = _open_copy(tmp_path)
     try:
-        start = trainer.snapshot().step
-        trainer.step(10)
-        deadline = time.monotonic() + 30
-        while trainer.snapshot().step < start + 10 or trainer.snapshot().status == "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        history = trainer.snapshot().history
+        history = run_steps(trainer, 10).history
         assert [float(c).hex() for c in history["cost"][-10:]] == expected["continuation_costs"]
         assert [float(a).hex() for a in history["lr"][-10:]] == expected["continuation_lr"]
     finally:
@@ -80,12 +74,8 @@ def test_what_an_older_run_did_not_record_stays_unrecorded_through_compaction(
     trainer = _open_copy(tmp_path)
     try:
         start = trainer.snapshot().step
-        trainer.step(200)
-        deadline = time.monotonic() + 60
-        while trainer.snapshot().step < start + 200 or trainer.snapshot().status == "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        before = trainer.snapshot().history
+        before = run_steps(trainer, 200).history
+        assert before["step"][-1] == start + 200
     finally:
         trainer.stop()
     journals = sorted((tmp_path / "run-fixture-v1" / "journal").glob("*.npz"))
