@@ -1,10 +1,14 @@
-"""What every benchmark prints first: the machine, its BLAS and the library versions."""
+"""What the benchmarks share: the machine report they print first, medians and pair
+ratios, history filling and measuring, and one timed live refresh."""
 
 from __future__ import annotations
 
 import os
 import platform
 import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine_report() -> str:
@@ -131,3 +135,38 @@ def chart_bytes(at) -> int:
     """Bytes of every chart an AppTest run sent: plotly specs and live charts' data."""
     return (sum(len(el.proto.spec) for el in at.get("plotly_chart"))
             + sum(len(el.proto.json) for el in at.get("bidi_component")))
+
+
+#: One refresh of the training page's live view (tiles and four charts), timed server side.
+REFRESH_SCRIPT = """
+import time
+import streamlit as st
+from pages.panels.live import live_charts, tiles
+from pages.shared.engine import holder
+
+snapshot = holder().trainer.snapshot()
+start = time.perf_counter()
+tiles(snapshot)
+live_charts(snapshot, None, False)
+st.session_state["elapsed"] = time.perf_counter() - start
+"""
+
+
+def live_refresh(folder, repeats: int) -> tuple[list, list]:
+    """``(ms, bytes)`` of ``repeats`` renders of the training page's live view, in an
+    AppTest of the newest run in ``folder`` (opened first, not timed)."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["PANDA_CHECKPOINT_DIR"] = str(folder)
+    os.chdir(ROOT)
+    at = AppTest.from_string(REFRESH_SCRIPT, default_timeout=300)
+    at.run()  # opens the run
+    times, sizes = [], []
+    for _ in range(repeats):
+        at.run()
+        if at.exception:
+            raise RuntimeError(f"the refresh failed: {at.exception[0].message}\n"
+                               f"{at.exception[0].stack_trace}")
+        times.append(at.session_state["elapsed"] * 1e3)
+        sizes.append(chart_bytes(at))
+    return times, sizes

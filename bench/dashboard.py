@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import statistics
 import sys
 import tempfile
@@ -32,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 
 from bench.common import (  # noqa: E402
-    chart_bytes,
     fill_history,
+    live_refresh,
     machine_report,
     median_range,
     pair_ratio,
@@ -50,19 +49,6 @@ from tests.browser import button, chromium_page, streamlit_server  # noqa: E402
 # and the newest 50 are kept.
 MNIST_LIKE = dataclasses.replace(ENGINE_NET, eval_every=100, checkpoint_every=200, retention={
     "min_seconds": 0, "keep_last": 50, "save_best": False})
-
-REFRESH_SCRIPT = """
-import time
-import streamlit as st
-from pages.panels.live import live_charts, tiles
-from pages.shared.engine import holder
-
-snapshot = holder().trainer.snapshot()
-start = time.perf_counter()
-tiles(snapshot)
-live_charts(snapshot, None, False)
-st.session_state["elapsed"] = time.perf_counter() - start
-"""
 
 
 def checkpoint_times(run_dir: Path) -> list[tuple[float, int]]:
@@ -116,27 +102,11 @@ def throughput_with_and_without_page(folder: Path, phase_seconds: float, phases:
 
 def refresh_cost_with_history(folder: Path, steps: int, repeats: int):
     """Server-side time and plotly bytes of one live render with `steps` rows of history."""
-    from streamlit.testing.v1 import AppTest
-
     trainer = Trainer(RunConfig(hidden=(64, 32), eval_every=50), folder, run_id="long")
     fill_history(trainer, steps, random=True)
     trainer.checkpoint("10^6 steps of history")  # the journal holds them for the app to open
     trainer.stop()
-    os.environ["PANDA_CHECKPOINT_DIR"] = str(folder)
-    os.chdir(ROOT)
-    at = AppTest.from_string(REFRESH_SCRIPT, default_timeout=120)
-    at.run()  # opens the run (10^6 rows from the journal)
-    times, sizes = [], []
-    for _ in range(repeats):
-        at.run()
-        if at.exception:
-            raise RuntimeError(
-                f"the refresh script failed: {at.exception[0].message}\n"
-                f"{at.exception[0].stack_trace}"
-            )
-        times.append(at.session_state["elapsed"] * 1e3)
-        sizes.append(chart_bytes(at))
-    return times, sizes
+    return live_refresh(folder, repeats)
 
 
 def main():

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -33,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    chart_bytes,
     history_mb,
+    live_refresh,
     machine_report,
     median_range,
     print_table,
@@ -42,18 +41,6 @@ from bench.common import (  # noqa: E402
 from dlcore import loop  # noqa: E402
 from dlcore.trainer import RunConfig, Trainer  # noqa: E402
 
-REFRESH_SCRIPT = """
-import time
-import streamlit as st
-from pages.panels.live import live_charts, tiles
-from pages.shared.engine import holder
-
-snapshot = holder().trainer.snapshot()
-start = time.perf_counter()
-tiles(snapshot)
-live_charts(snapshot, None, False)
-st.session_state["elapsed"] = time.perf_counter() - start
-"""
 SMALL = dict(dataset="blobs", hidden=(16,), eval_every=50)
 
 
@@ -126,7 +113,8 @@ def ten_million(folder: Path, steps: int, repeats: int) -> list[tuple]:
         curve = reopened.snapshot().history
         covered = int(np.sum(curve["buckets/count"])) + len(curve["step"])
         reopened.stop()
-    refresh_ms, refresh_kb = live_refresh(folder, repeats)
+    refresh_ms, refresh_bytes = live_refresh(folder, repeats)
+    refresh_kb = [b / 1e3 for b in refresh_bytes]
     print(f"Long run: {snap.step:,} steps in {seconds:.0f} s with the stand-in step; the "
           f"reopened curve covers {covered:,} steps; {len(snap.checkpoints)} checkpoints")
     at = f"{snap.step:.0e}".replace("e+0", "e")  # e.g. 1e7
@@ -143,24 +131,6 @@ def ten_million(folder: Path, steps: int, repeats: int) -> list[tuple]:
          statistics.median(open_s) <= 5),
         (f"run folder at {at} steps (MB / files)", f"{size:.1f} / {files}", "", "", "", True),
     ]
-
-
-def live_refresh(folder: Path, repeats: int) -> tuple[list, list]:
-    """Server time and bytes of one render of the training page's live view."""
-    from streamlit.testing.v1 import AppTest
-
-    os.environ["PANDA_CHECKPOINT_DIR"] = str(folder)
-    os.chdir(ROOT)
-    at = AppTest.from_string(REFRESH_SCRIPT, default_timeout=300)
-    at.run()  # opens the run
-    times, sizes = [], []
-    for _ in range(repeats):
-        at.run()
-        if at.exception:
-            raise RuntimeError(f"the refresh failed: {at.exception[0].message}")
-        times.append(at.session_state["elapsed"] * 1e3)
-        sizes.append(chart_bytes(at) / 1e3)
-    return times, sizes
 
 
 def train_through_divergences(trainer: Trainer, target: int) -> int:

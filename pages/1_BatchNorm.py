@@ -80,13 +80,10 @@ def view_options(snapshot: Snapshot) -> tuple[str, list[int], int | None]:
         units = st.multiselect("Units to follow", list(range(n_units)),
                                default=list(range(min(3, n_units))), key=f"bn_units_{layer}",
                                format_func=lambda u: f"unit {u}", max_selections=8)
-        choice = st.segmented_control("Steps shown", list(charts.WINDOWS), default="All",
-                                      key="bn_window",
-                                      help="The last N steps or the whole lineage, as on the "
-                                           "training page.")
+        window = charts.steps_shown("bn_window")
     with top[0]:
         st.markdown(EXPLANATION)
-    return layer, units, charts.WINDOWS.get(choice or "All")
+    return layer, units, window
 
 
 def layer_view(snapshot: Snapshot, layer: str, units: list[int], window: int | None) -> None:

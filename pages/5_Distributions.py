@@ -61,13 +61,10 @@ def view_options(snapshot: Snapshot) -> tuple[list[str], int | None]:
                                 key="distribution_layers",
                                 help="fc1 is the first dense layer (input → first hidden "
                                      "layer); the last one computes the class scores.")
-        choice = st.segmented_control("Steps shown", list(charts.WINDOWS), default="All",
-                                      key="distribution_window",
-                                      help="The last N steps or the whole lineage, as on the "
-                                           "training page.")
+        window = charts.steps_shown("distribution_window")
     with top[0]:
         st.markdown(EXPLANATION)
-    return layers, charts.WINDOWS.get(choice or "All")
+    return layers, window
 
 
 def layer_rows(snapshot: Snapshot, layers: list[str], window: int | None) -> None:

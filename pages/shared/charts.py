@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import streamlit as st
 from plotly.colors import qualitative
 
 from dlcore.branches import COST_SMOOTHING
@@ -318,6 +319,15 @@ def smoothed_cost(history: Mapping, first_step: int | None, beta: float) -> np.n
     steps = np.concatenate([history.get("buckets/step", np.empty(0, np.int64)),
                             history["step"]])
     return smoothed[start_index(steps, first_step):]
+
+
+def steps_shown(key: str) -> int | None:
+    """A page's "Steps shown" control with the training page's windows: the last N steps,
+    or None for the whole lineage."""
+    choice = st.segmented_control("Steps shown", list(WINDOWS), default="All", key=key,
+                                  help="The last N steps or the whole lineage, as on the "
+                                       "training page.")
+    return WINDOWS.get(choice or "All")
 
 
 def newest_every_kth(count: int, limit: int) -> slice:
