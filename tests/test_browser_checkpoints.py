@@ -72,7 +72,7 @@ def test_branch_tree_shows_every_branch_and_keeps_labels_apart(tmp_path):
     ):
         page.goto(f"{url}/Checkpoints")
         page.get_by_role("heading", name="Checkpoints", exact=True).wait_for(timeout=60_000)
-        tree = wait_for(lambda: page.evaluate(TREE_JS), what="the branch tree")
+        wait_for(lambda: page.evaluate(TREE_JS), what="the branch tree")
         time.sleep(2)  # a refresh or two of the live list
         tree = page.evaluate(TREE_JS)
         print(tree)
